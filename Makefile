@@ -1,0 +1,39 @@
+# The two commands a new machine needs: `make serve` and `make test`. Everything else is set-up they call.
+PYTHON_SYS ?= python3.11
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+HOST       ?= 127.0.0.1
+PORT       ?= 8000
+STUDIES    ?= datastore
+PYTEST_ARGS ?=
+
+.PHONY: serve test install datastore lint clean-datastore
+
+# Stamp files make the install idempotent: re-run only when the pins or the extras change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON_SYS) >/dev/null || { echo "error: $(PYTHON_SYS) not found; MedFMAdapt needs Python 3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, alone: with it fixed, the resolver never swaps it for another build.
+	$(PIP) install -q -c constraints.txt torch torchvision
+	$(PIP) install -q -c constraints.txt -e ".[server,test,slicer-test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The sample datastore is built from registry packages only (pyradiomics sdist, nilearn); see monailabel_app/scripts.
+$(STUDIES)/.complete: $(VENV)/.installed
+	$(PY) monailabel_app/scripts/build_sample_datastore.py --out $(STUDIES)
+
+datastore: $(STUDIES)/.complete
+
+serve: install datastore
+	$(PY) monailabel_app/scripts/serve.py --studies $(STUDIES) --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-datastore:
+	rm -rf $(STUDIES)
