@@ -1,0 +1,60 @@
+"""MONAI Label's local datastore, with the checks a hospital needs before anything is written to it.
+
+Ids and tags never name a path outside the datastore; uploads must be readable 3D scalar volumes; labels must lie
+on their image's grid and hold integer values. A refused request raises a 4xx and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import HTTPException
+from monailabel.datastore.local import LocalDatastore
+
+from lib.http_errors import plain_errors
+from lib.medfm.volume import check_3d_scalar, load_label, read_image
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_safe_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not SAFE_ID.match(value) or ".." in value:
+        raise HTTPException(status_code=400, detail=f"{what} {value!r} is not allowed: use letters, digits, '.', "
+                                                    "'_' and '-' only (at most 128), with no '..'")
+    return value
+
+
+class ValidatingDatastore(LocalDatastore):
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        if image_id:
+            check_safe_id(image_id, "image id")
+        with plain_errors():
+            check_3d_scalar(read_image(image_filename))
+        return super().add_image(image_id, image_filename, image_info)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        check_safe_id(image_id, "image id")
+        check_safe_id(label_tag, "label tag")
+        image_uri = self.get_image_uri(image_id)
+        if not image_uri:
+            raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
+        with plain_errors():
+            load_label(label_filename, read_image(image_uri))
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def get_image_uri(self, image_id: str) -> str:
+        if not isinstance(image_id, str) or not SAFE_ID.match(image_id) or ".." in image_id:
+            return ""
+        return super().get_image_uri(image_id)
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        check_safe_id(label_id, "label id")
+        check_safe_id(label_tag, "label tag")
+        return super().get_label_uri(label_id, label_tag)
+
+    def remove_image(self, image_id: str) -> None:
+        check_safe_id(image_id, "image id")
+        if not super().get_image_uri(image_id):
+            raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
+        super().remove_image(image_id)

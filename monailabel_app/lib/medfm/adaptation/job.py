@@ -1,0 +1,93 @@
+"""One adaptation job end to end: split by image, train, save the adapter as a new version, report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..adapter_store import AdapterStore
+from ..backends import FMBackend
+from ..errors import InputError
+from .config import AdaptConfig
+from .data import LabelledImage, build_samples, label_sha256
+from .peft_setup import save_adapter
+from .trainer import adapt
+
+
+def split_by_image(items: list[LabelledImage], val_fraction: float, seed: int):
+    """Whole images go to one side only; with one image there is nothing to validate on."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    shuffled = [items[i] for i in order]
+    n_val = 0 if len(items) < 2 or val_fraction <= 0 else max(1, round(val_fraction * len(items)))
+    n_val = min(n_val, len(items) - 1)
+    return shuffled[n_val:], shuffled[:n_val]
+
+
+def label_tokens(label_values: dict[str, int], wanted: list[str] | None, max_labels: int) -> dict[str, dict]:
+    names = sorted(label_values, key=label_values.get)
+    if wanted:
+        unknown = [n for n in wanted if n not in label_values]
+        if unknown:
+            raise InputError(f"unknown label(s) {unknown}; this server's labels are {names}")
+        names = [n for n in names if n in wanted]
+    if len(names) > max_labels:
+        raise InputError(f"at most {max_labels} labels can be adapted at once, got {len(names)}")
+    return {n: {"value": label_values[n], "token": i} for i, n in enumerate(names)}
+
+
+def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: list[LabelledImage],
+                   cfg: AdaptConfig, label_values: dict[str, int], device: str = "cpu",
+                   on_epoch: Callable[[dict], None] | None = None, should_stop=None, log=print) -> dict:
+    if not items:
+        raise InputError("there are no labelled images to adapt on: submit at least one final label first")
+    labels = label_tokens(label_values, cfg.labels, backend.max_labels)
+    values = {n: d["value"] for n, d in labels.items()}
+    train_items, val_items = split_by_image(items, cfg.val_fraction, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train = build_samples(train_items, backend, values, cfg.slices_per_image, rng, negatives=cfg.auto_head)
+    val = build_samples(val_items, backend, values, cfg.slices_per_image, rng, negatives=False)
+    if not train:
+        raise InputError(f"none of the training images has any of the labels {sorted(values)}")
+    tokens = {d["value"]: d["token"] for d in labels.values()}
+    result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log)
+
+    staging = store.staging()
+    try:
+        sizes = save_adapter(result.model, cfg, staging)
+        manifest = {
+            "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": cfg.method,
+            "config": cfg.to_json(), "labels": labels, "auto_head": cfg.auto_head, "parent": store.active(),
+            "train_images": [{"id": i.image_id, "label_sha256": label_sha256(i.label_path)} for i in train_items],
+            "val_images": [{"id": i.image_id, "label_sha256": label_sha256(i.label_path)} for i in val_items],
+            "metrics": {"best": result.best, "base": result.base_val, "history": result.history},
+            "trainable_params": result.trainable_params, "total_params": result.total_params,
+            "trainable_fraction": round(result.trainable_params / result.total_params, 6),
+            "files": sizes, "adapter_bytes": sum(sizes.values()), "peak_memory_mb": result.peak_memory_mb,
+            "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine()},
+        }
+        version = store.commit(staging, manifest)
+    except BaseException:
+        store.discard(staging)
+        raise
+    store.set_active(version)
+    summary = {
+        "version": version, "method": cfg.method, "epochs": len(result.history),
+        "trainable_params": result.trainable_params, "trainable_fraction": manifest["trainable_fraction"],
+        "adapter_bytes": manifest["adapter_bytes"], "peak_memory_mb": result.peak_memory_mb,
+        "best_val_dice": result.best.get("val_dice") if result.best.get("val_dice", -1) >= 0 else None,
+        "best": result.best, "base_val": result.base_val, "wall_s": result.wall_s,
+        "stopped_early": result.stopped_early, "train_images": [i.image_id for i in train_items],
+        "val_images": [i.image_id for i in val_items],
+    }
+    log(f"SUMMARY version={version} method={cfg.method} trainable={result.trainable_params} "
+        f"({100 * manifest['trainable_fraction']:.3f}%) adapter_bytes={manifest['adapter_bytes']} "
+        f"peak_memory_mb={result.peak_memory_mb} epochs={len(result.history)} "
+        f"best_val_dice={summary['best_val_dice']} base_val_dice_box={result.base_val.get('val_dice_box')} "
+        f"wall_s={result.wall_s}")
+    return summary

@@ -1,0 +1,62 @@
+"""Turn a base FM into a trainable one for each method, and save only what the method trained."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from safetensors.torch import save_file
+from torch import nn
+
+from ..adapter_store import PEFT_WEIGHTS, STATE_WEIGHTS
+from ..backends import FMBackend
+from .config import AdaptConfig
+
+
+def make_trainable(base_model: nn.Module, backend: FMBackend, cfg: AdaptConfig) -> nn.Module:
+    """LoRA/DoRA go through `peft`; decoder-only and full fine-tuning unfreeze modules of a copy."""
+    targets = backend.peft_targets()
+    head = list(targets.auto_head_modules) if cfg.auto_head else []
+    model = copy.deepcopy(base_model)
+    if cfg.method in ("lora", "dora"):
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, use_dora=cfg.method == "dora",
+                            target_modules=cfg.target_modules or targets.lora_target_regex,
+                            modules_to_save=head or None)
+        return get_peft_model(model, config)
+    for p in model.parameters():
+        p.requires_grad_(cfg.method == "full")
+    trainable = list(targets.decoder_modules) + head if cfg.method == "decoder" else head
+    for name in trainable:
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def encoder_is_frozen(model: nn.Module) -> bool:
+    return not any(p.requires_grad for n, p in model.named_parameters() if "image_encoder" in n)
+
+
+def trainable_state(model: nn.Module) -> dict:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def save_adapter(model: nn.Module, cfg: AdaptConfig, folder: Path) -> dict[str, int]:
+    """Write the adapter files into `folder`; return each file's size in bytes."""
+    if cfg.method in ("lora", "dora"):
+        model.save_pretrained(str(folder), safe_serialization=True)
+        (folder / "README.md").unlink(missing_ok=True)  # peft's model-card template says nothing true about us
+        files = ["adapter_config.json", PEFT_WEIGHTS]
+    else:
+        save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, str(folder / STATE_WEIGHTS))
+        files = [STATE_WEIGHTS]
+    return {f: (folder / f).stat().st_size for f in files}
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for n, p in model.named_parameters()
+                if "modules_to_save" not in n and "lora_" not in n)  # count the FM once, not peft's copies
+    return trainable, total

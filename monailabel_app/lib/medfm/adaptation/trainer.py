@@ -1,0 +1,187 @@
+"""The adaptation loop: Dice+BCE on box-prompted and prompt-free masks, validation by image, early stopping."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends import FMBackend, SlicePrompt
+from ..metrics import soft_dice_loss
+from .config import AdaptConfig
+from .data import SliceSample, box_from_mask
+from .peft_setup import count_parameters, encoder_is_frozen, make_trainable, trainable_state
+
+
+class StopRequested(Exception):
+    """Raised by the loop when `should_stop()` says so; nothing is saved."""
+
+
+@dataclass
+class AdaptResult:
+    model: nn.Module
+    history: list[dict]
+    best: dict
+    base_val: dict
+    trainable_params: int
+    total_params: int
+    peak_memory_mb: float
+    wall_s: float
+    stopped_early: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], val: list[SliceSample],
+          cfg: AdaptConfig, label_tokens: dict[int, int], device: str = "cpu",
+          on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          log: Callable[[str], None] = print) -> AdaptResult:
+    """Train `cfg.method` on `train` slices, validate on `val` (other images), keep the best epoch's weights.
+
+    `label_tokens` maps a label value to the index of its learned prompt token (the prompt-free head).
+    """
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    model = make_trainable(base_model, backend, cfg).to(dev)
+    trainable, total = count_parameters(model)
+    log(f"method={cfg.method} trainable={trainable} of {total} ({100 * trainable / total:.3f}%) "
+        f"train_slices={len(train)} val_slices={len(val)}")
+    frozen = encoder_is_frozen(model)
+    if frozen:  # the encoder does not change, so embed each slice once instead of every epoch
+        for s in train:
+            s.embedding = _embed(backend, base_model, [s], dev, grad=False)[0:1].cpu()
+
+    base_val = evaluate(backend, base_model, val, cfg, label_tokens, dev, auto=False)
+    log(f"base FM on validation: {base_val}")
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and "label_prompts" in n]
+    other = [p for n, p in model.named_parameters() if p.requires_grad and "label_prompts" not in n]
+    groups = [{"params": other, "lr": cfg.learning_rate}] + ([{"params": head_params, "lr": cfg.head_lr}]
+                                                               if head_params else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
+
+    history: list[dict] = []
+    best = {"epoch": 0, "val_dice": -1.0}
+    best_state = trainable_state(model)
+    stale, stopped = 0, ""
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        order = rng.permutation(len(train))
+        losses = []
+        for n in range(0, len(order), cfg.batch_size):
+            if should_stop and should_stop():
+                raise StopRequested("training was stopped")
+            batch = [train[i] for i in order[n:n + cfg.batch_size]]
+            loss = _step_loss(backend, model, batch, cfg, label_tokens, dev, rng, frozen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if time.perf_counter() - start > cfg.max_seconds:
+                stopped = f"wall-clock budget of {cfg.max_seconds:.0f} s reached in epoch {epoch}"
+                break
+        metrics = evaluate(backend, model, val, cfg, label_tokens, dev, auto=cfg.auto_head)
+        row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5) if losses else None,
+               **metrics, "elapsed_s": round(time.perf_counter() - start, 2)}
+        history.append(row)
+        log(f"epoch {epoch}/{cfg.max_epochs} " + " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"))
+        if on_epoch:
+            on_epoch(row)
+        score = row.get("val_dice")
+        if score is None or score > best["val_dice"]:
+            best = {"epoch": epoch, "val_dice": score if score is not None else -1.0, **metrics}
+            best_state, stale = trainable_state(model), 0
+        else:
+            stale += 1
+        if stopped:
+            break
+        if score is not None and stale >= cfg.patience:
+            stopped = f"validation Dice did not improve for {cfg.patience} epochs"
+            break
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return AdaptResult(model=model, history=history, best=best, base_val=base_val, trainable_params=trainable,
+                       total_params=total, peak_memory_mb=round(peak, 1),
+                       wall_s=round(time.perf_counter() - start, 2), stopped_early=stopped)
+
+
+def _embed(backend, model, batch: list[SliceSample], dev, grad: bool) -> torch.Tensor:
+    images = torch.stack([s.prepared.tensor for s in batch]).to(dev)
+    with torch.set_grad_enabled(grad):
+        return backend.embed(model, images)
+
+
+def _step_loss(backend, model, batch, cfg, label_tokens, dev, rng, frozen: bool) -> torch.Tensor:
+    emb = torch.cat([s.embedding for s in batch]).to(dev) if frozen else _embed(backend, model, batch, dev, True)
+    items, targets = [], []
+    for i, s in enumerate(batch):
+        if s.present:  # box-prompted: one labelled structure on this slice, with a jittered box
+            value = s.present[rng.integers(len(s.present))]
+            items.append((i, SlicePrompt(box=box_from_mask(s.targets[value], cfg.box_jitter, rng)), s))
+            targets.append(s.targets[value])
+        if cfg.auto_head:  # prompt-free: every label annotated in this image, empty targets teach "not here"
+            for value, target in s.targets.items():
+                items.append((i, SlicePrompt(label_index=label_tokens[value]), s))
+                targets.append(target)
+    index = torch.tensor([i for i, _, _ in items], device=dev)
+    logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items], [s for _, _, s in items])
+    target = torch.stack(targets).to(dev)[:, None]
+    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target)
+
+
+def _decode_in_model_frame(backend, model, emb, prompts, samples):
+    # Boxes from box_from_mask are already in the model frame, so decode with a unit scale.
+    prepared = [type(s.prepared)(tensor=s.prepared.tensor, scale=1.0, original_hw=s.prepared.original_hw)
+                for s in samples]
+    return backend.decode(model, emb, prompts, prepared)
+
+
+@torch.no_grad()
+def evaluate(backend, model, samples: list[SliceSample], cfg: AdaptConfig, label_tokens, dev, auto: bool) -> dict:
+    """Mean slice Dice on validation slices: box-prompted (box from the label, no jitter) and prompt-free."""
+    if not samples:
+        return {}
+    model.eval()
+    box_scores, auto_scores = [], []
+    for n in range(0, len(samples), cfg.batch_size):
+        batch = samples[n:n + cfg.batch_size]
+        emb = _embed(backend, model, batch, dev, grad=False)
+        items, targets, kinds = [], [], []
+        for i, s in enumerate(batch):
+            for value in s.present:
+                items.append((i, SlicePrompt(box=box_from_mask(s.targets[value], 0.0, None)), s))
+                targets.append(s.targets[value])
+                kinds.append("box")
+            if auto:
+                for value in s.present:
+                    items.append((i, SlicePrompt(label_index=label_tokens[value]), s))
+                    targets.append(s.targets[value])
+                    kinds.append("auto")
+        if not items:
+            continue
+        index = torch.tensor([i for i, _, _ in items], device=dev)
+        logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items],
+                                           [s for _, _, s in items])
+        pred = (logits[:, 0] > 0).cpu()
+        for p, t, kind in zip(pred, targets, kinds, strict=True):
+            t = t.bool()
+            score = float(2 * (p & t).sum() / max(int(p.sum() + t.sum()), 1))
+            (box_scores if kind == "box" else auto_scores).append(score)
+    out = {"val_dice_box": round(float(np.mean(box_scores)), 4) if box_scores else None}
+    if auto:
+        out["val_dice_auto"] = round(float(np.mean(auto_scores)), 4) if auto_scores else None
+    scores = [v for v in (out.get("val_dice_box"), out.get("val_dice_auto")) if v is not None]
+    out["val_dice"] = round(float(np.mean(scores)), 4) if scores else None
+    return out

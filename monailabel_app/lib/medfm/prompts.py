@@ -1,0 +1,106 @@
+"""Interactive prompts in MONAI Label's sam2 request format, validated and turned into per-slice prompts.
+
+`foreground` / `background`: `[[i, j, k], ...]` voxel indices. `roi`: `[i0, j0, i1, j1, k0, k1]`, inclusive voxel
+bounds (the voxels the ROI covers, as Slicer rounds an ROI's corners), so `k0 == k1` is one slice. An roi that pokes
+out of the volume is clipped to it (an ROI drawn past the edge is common); one that misses the volume is refused.
+Along a volume whose acquisition axis is not k, the same bounds are read per axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .volume import Volume
+
+
+@dataclass(frozen=True)
+class VolumePrompts:
+    """Prompts resolved against one volume: a box per slice range, and clicks grouped by slice."""
+
+    box: tuple[float, float, float, float] | None  # x0, y0, x1, y1 in slice pixels
+    slice_range: tuple[int, int] | None  # first, last (inclusive) along the slice axis
+    clicks: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)  # slice -> [(x, y, 1|0)]
+
+    @property
+    def seed_slices(self) -> list[int]:
+        """Where segmentation starts: clicked slices, else the middle of the ROI's range."""
+        if self.clicks:
+            return sorted(self.clicks)
+        assert self.slice_range is not None
+        return [(self.slice_range[0] + self.slice_range[1]) // 2]
+
+
+def _int_list(value, name: str, length: int | None = None) -> list[int]:
+    if not isinstance(value, list | tuple) or (length is not None and len(value) != length):
+        want = f"{length} integers" if length else "a list of integers"
+        raise InputError(f"'{name}' must be {want}, got {value!r}")
+    try:
+        out = [int(v) for v in value]
+    except (TypeError, ValueError) as err:
+        raise InputError(f"'{name}' must hold integers, got {value!r}") from err
+    if any(float(v) != o for v, o in zip(value, out, strict=True)):
+        raise InputError(f"'{name}' must hold whole voxel indices, got {value!r}")
+    return out
+
+
+def parse_points(value, name: str, shape: tuple[int, int, int]) -> list[list[int]]:
+    if value in (None, "", []):
+        return []
+    if not isinstance(value, list | tuple):
+        raise InputError(f"'{name}' must be a list of [i, j, k] voxel indices, got {value!r}")
+    points = [_int_list(p, f"{name} point", 3) for p in value]
+    for p in points:
+        if any(c < 0 or c >= n for c, n in zip(p, shape, strict=True)):
+            raise InputError(f"{name} point {p} lies outside the volume, whose size is {list(shape)}")
+    return points
+
+
+def parse_roi(value, shape: tuple[int, int, int]) -> list[int] | None:
+    """Inclusive [i0, j0, i1, j1, k0, k1], clipped to the volume; refused when empty or wholly outside it."""
+    if value in (None, "", []):
+        return None
+    roi = _int_list(value, "roi", 6)
+    lows, highs = [roi[0], roi[1], roi[4]], [roi[2], roi[3], roi[5]]
+    if any(hi < lo for lo, hi in zip(lows, highs, strict=True)):
+        raise InputError(f"roi {roi} is empty: it needs i0 <= i1, j0 <= j1 and k0 <= k1")
+    if any(hi < 0 or lo > n - 1 for lo, hi, n in zip(lows, highs, shape, strict=True)):
+        raise InputError(f"roi {roi} lies outside the volume, whose voxel indices run from 0 to "
+                         f"{[n - 1 for n in shape]}")
+    lows = [max(lo, 0) for lo in lows]
+    highs = [min(hi, n - 1) for hi, n in zip(highs, shape, strict=True)]
+    return [lows[0], lows[1], highs[0], highs[1], lows[2], highs[2]]
+
+
+def resolve(volume: Volume, foreground=None, background=None, roi=None) -> VolumePrompts:
+    """Validate a request's prompts against `volume` and express them in its slice frame."""
+    fg = parse_points(foreground, "foreground", volume.shape)
+    bg = parse_points(background, "background", volume.shape)
+    box_ijk = parse_roi(roi, volume.shape)
+    if not fg and not box_ijk:
+        raise InputError("give at least one foreground point or an roi; background points alone mark nothing")
+    ax = volume.slice_axis
+    px, py = volume.in_plane_axes
+    clicks: dict[int, list[tuple[float, float, int]]] = {}
+    for points, flag in ((fg, 1), (bg, 0)):
+        for p in points:
+            clicks.setdefault(p[ax], []).append((float(p[px]), float(p[py]), flag))
+    box = slice_range = None
+    if box_ijk:
+        lows, highs = (box_ijk[0], box_ijk[1], box_ijk[4]), (box_ijk[2], box_ijk[3], box_ijk[5])
+        # Box corners are pixel edges: the box spans voxel i0 up to and including voxel i1.
+        box = (float(lows[px]), float(lows[py]), float(highs[px] + 1), float(highs[py] + 1))
+        slice_range = (lows[ax], highs[ax])
+    return VolumePrompts(box=box, slice_range=slice_range, clicks=clicks)
+
+
+def box_of_mask(mask2d: np.ndarray, margin: int = 2) -> tuple[float, float, float, float] | None:
+    """The box around a rows x cols mask, grown by `margin` pixels: the prompt for the next slice."""
+    ys, xs = np.nonzero(mask2d)
+    if ys.size == 0:
+        return None
+    h, w = mask2d.shape
+    return (float(max(xs.min() - margin, 0)), float(max(ys.min() - margin, 0)),
+            float(min(xs.max() + 1 + margin, w)), float(min(ys.max() + 1 + margin, h)))

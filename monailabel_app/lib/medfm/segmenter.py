@@ -1,0 +1,223 @@
+"""Slice-wise 3D segmentation with an FM backend: interactive (box/clicks, propagated) and automatic (no prompts)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapter_store import BASE, AdapterStore
+from .backends import FMBackend, PreparedSlice, SlicePrompt
+from .embedding_cache import EmbeddingCache, EmbeddingKey
+from .errors import ConflictError
+from .prompts import VolumePrompts, box_of_mask
+from .volume import Volume
+
+MIN_PROPAGATION_QUALITY = 0.5  # stop following a structure once the decoder's own IoU estimate drops below this
+
+
+@dataclass
+class SegmentationResult:
+    label: np.ndarray  # uint8, [i, j, k] on the input grid
+    adapter: str
+    slices: list[int]
+    timing: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Counters:
+    hits: int = 0
+    misses: int = 0
+    embed_s: float = 0.0
+    decode_s: float = 0.0
+
+
+class Segmenter:
+    def __init__(self, backend: FMBackend, store: AdapterStore, cache: EmbeddingCache, device: str = "cpu",
+                 batch_size: int = 4, max_loaded_adapters: int = 3):
+        self.backend = backend
+        self.store = store
+        self.cache = cache
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.base = backend.build_model(self.device)
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._max_loaded = max_loaded_adapters
+        self._lock = threading.Lock()
+
+    # ---- models -------------------------------------------------------------------------------------------
+    def model(self, version: str) -> nn.Module:
+        if version == BASE:
+            return self.base
+        with self._lock:
+            if version in self._models:
+                self._models.move_to_end(version)
+                return self._models[version]
+            model = self.store.apply(self.base, version).to(self.device)
+            self._models[version] = model
+            while len(self._models) > self._max_loaded:
+                self._models.popitem(last=False)
+            return model
+
+    # ---- embeddings ---------------------------------------------------------------------------------------
+    def _preprocess_id(self, volume: Volume) -> str:
+        lo, hi = volume.window
+        return f"{self.backend.name}:{volume.modality}:{lo:.3f}:{hi:.3f}"
+
+    def _embeddings(self, volume: Volume, version: str, model: nn.Module, indices: Iterable[int],
+                    counters: _Counters) -> dict[int, tuple[torch.Tensor, PreparedSlice]]:
+        """Embeddings for `indices`, from the cache where possible, the rest computed in batches."""
+        out: dict[int, tuple[torch.Tensor, PreparedSlice]] = {}
+        missing: list[tuple[int, PreparedSlice, EmbeddingKey]] = []
+        for k in indices:
+            prepared = self.backend.prepare(volume.slice_windowed(k))
+            key = EmbeddingKey(volume.key, volume.slice_axis, k, version, self._preprocess_id(volume))
+            cached = self.cache.get(key)
+            if cached is not None:
+                counters.hits += 1
+                out[k] = (cached.to(self.device), prepared)
+            else:
+                counters.misses += 1
+                missing.append((k, prepared, key))
+        start = time.perf_counter()
+        for n in range(0, len(missing), self.batch_size):
+            chunk = missing[n:n + self.batch_size]
+            batch = torch.stack([p.tensor for _, p, _ in chunk]).to(self.device)
+            with torch.inference_mode(), self._autocast():
+                emb = self.backend.embed(model, batch).float()
+            for (k, prepared, key), e in zip(chunk, emb, strict=True):
+                self.cache.put(key, e[None])
+                out[k] = (e[None], prepared)
+        counters.embed_s += time.perf_counter() - start
+        return out
+
+    def _autocast(self):
+        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def _decode(self, model, items: list[tuple[torch.Tensor, PreparedSlice, SlicePrompt]], counters: _Counters):
+        start = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            emb = torch.cat([e for e, _, _ in items])
+            logits, quality = self.backend.decode(model, emb, [p for _, _, p in items], [s for _, s, _ in items])
+            slice_logits = [self.backend.to_slice_frame(lg.float(), s) for lg, (_, s, _) in zip(logits, items,
+                                                                                                 strict=True)]
+        counters.decode_s += time.perf_counter() - start
+        return slice_logits, quality.float().cpu().numpy()
+
+    # ---- interactive --------------------------------------------------------------------------------------
+    def interactive(self, volume: Volume, prompts: VolumePrompts, version: str = BASE,
+                    max_propagation: int = 32) -> SegmentationResult:
+        """Segment from clicks and/or an roi box; the box follows the structure from slice to slice.
+
+        With an roi the whole slice range is covered (each slice prompted by the box around the previous slice's
+        mask, kept inside the roi); with clicks only, propagation goes on while the mask stays and the decoder's
+        quality estimate holds, up to `max_propagation` slices each way.
+        """
+        total_start = time.perf_counter()
+        model = self.model(version)
+        counters = _Counters()
+        label = np.zeros(volume.shape, dtype=np.uint8)
+        if prompts.slice_range:
+            first, last = prompts.slice_range
+            seeds = [k for k in prompts.clicks if first <= k <= last and _has_fg(prompts.clicks[k])]
+            seeds = sorted(seeds) or [(first + last) // 2]
+            self._embeddings(volume, version, model, range(first, last + 1), counters)  # one batched pass
+        else:
+            seeds = sorted(k for k in prompts.clicks if _has_fg(prompts.clicks[k]))
+            first = max(0, seeds[0] - max_propagation)
+            last = min(volume.n_slices - 1, seeds[-1] + max_propagation)
+        masks: dict[int, np.ndarray] = {}
+        for k in seeds:
+            masks[k] = self._segment_slice(volume, version, model, k, prompts.box, prompts.clicks.get(k, []),
+                                           counters, require_quality=False)
+        for direction, stop in ((1, last), (-1, first)):
+            start = seeds[-1] if direction == 1 else seeds[0]
+            previous = masks[start]
+            for k in range(start + direction, stop + direction, direction):
+                if k in masks:
+                    previous = masks[k]
+                    continue
+                box = box_of_mask(previous)
+                if box is None:
+                    break
+                if prompts.box is not None:
+                    box = _clip_box(box, prompts.box)
+                mask = self._segment_slice(volume, version, model, k, box, prompts.clicks.get(k, []), counters,
+                                           require_quality=prompts.box is None)
+                if mask is None or not mask.any():
+                    break
+                masks[k] = previous = mask
+        for k, mask in masks.items():
+            if mask is not None:
+                volume.put_slice(label, k, mask.astype(np.uint8))
+        return SegmentationResult(label=label, adapter=version, slices=sorted(k for k in masks if masks[k] is not None),
+                                  timing=_timing(counters, total_start))
+
+    def _segment_slice(self, volume, version, model, k, box, clicks, counters, require_quality: bool):
+        (emb, prepared), = self._embeddings(volume, version, model, [k], counters).values()
+        prompt = SlicePrompt(box=box, points=tuple((x, y) for x, y, _ in clicks),
+                             point_labels=tuple(f for _, _, f in clicks))
+        (logits,), quality = self._decode(model, [(emb, prepared, prompt)], counters)
+        if require_quality and quality[0] < MIN_PROPAGATION_QUALITY:
+            return None
+        return (logits > 0).cpu().numpy()
+
+    # ---- automatic ----------------------------------------------------------------------------------------
+    def automatic(self, volume: Volume, version: str, slice_range: tuple[int, int] | None = None,
+                  labels: dict[str, int] | None = None) -> SegmentationResult:
+        """Prompt-free segmentation of every label the adapter learned; overlaps go to the most confident label."""
+        if version == BASE:
+            raise ConflictError("automatic segmentation needs a trained adapter: the base FM has no prompt-free "
+                                "head. Train one with the medsam_adapt trainer first, or pass adapter=<version>.")
+        manifest = self.store.manifest(version)
+        learned: dict[str, dict] = manifest.get("labels", {})
+        if not manifest.get("auto_head") or not learned:
+            raise ConflictError(f"adapter '{version}' was trained without the prompt-free head, so it cannot "
+                                "segment automatically; train one with auto_head=true")
+        if labels:
+            learned = {n: v for n, v in learned.items() if n in labels}
+        total_start = time.perf_counter()
+        model = self.model(version)
+        counters = _Counters()
+        first, last = slice_range or (0, volume.n_slices - 1)
+        label = np.zeros(volume.shape, dtype=np.uint8)
+        names = sorted(learned)
+        for start in range(first, last + 1, self.batch_size):
+            indices = list(range(start, min(start + self.batch_size, last + 1)))
+            embeddings = self._embeddings(volume, version, model, indices, counters)
+            for k in indices:
+                emb, prepared = embeddings[k]
+                items = [(emb, prepared, SlicePrompt(label_index=learned[n]["token"])) for n in names]
+                logits, _ = self._decode(model, items, counters)
+                stack = torch.stack(logits)
+                best = stack.argmax(0).cpu().numpy()
+                positive = (stack.max(0).values > 0).cpu().numpy()
+                values = np.asarray([learned[n]["value"] for n in names], dtype=np.uint8)
+                volume.put_slice(label, k, np.where(positive, values[best], 0).astype(np.uint8))
+        return SegmentationResult(label=label, adapter=version, slices=list(range(first, last + 1)),
+                                  timing=_timing(counters, total_start))
+
+
+def _has_fg(clicks) -> bool:
+    return any(flag == 1 for _, _, flag in clicks)
+
+
+def _clip_box(box, bounds):
+    x0, y0, x1, y1 = box
+    bx0, by0, bx1, by1 = bounds
+    clipped = (max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1))
+    return clipped if clipped[2] > clipped[0] and clipped[3] > clipped[1] else bounds
+
+
+def _timing(counters: _Counters, start: float) -> dict:
+    return {"embedding_s": round(counters.embed_s, 4), "decode_s": round(counters.decode_s, 4),
+            "total_s": round(time.perf_counter() - start, 4), "cache_hits": counters.hits,
+            "cache_misses": counters.misses}

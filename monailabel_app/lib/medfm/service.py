@@ -1,0 +1,81 @@
+"""What the server does with an FM, independent of MONAI Label: requests in, label maps and provenance out.
+
+The MONAI Label infer and train tasks are thin wrappers over this, and a benchmark or notebook can use it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from functools import cached_property
+
+from .adapter_store import AdapterStore
+from .backends import get_backend
+from .embedding_cache import EmbeddingCache
+from .errors import InputError
+from .prompts import parse_roi, resolve
+from .segmenter import SegmentationResult, Segmenter
+from .settings import Settings
+from .volume import Volume, load_volume
+
+
+class MedFMService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.backend = get_backend(settings.fm)
+        self.store = AdapterStore(settings.models_dir / "adapters", self.backend.name)
+        self.cache = EmbeddingCache(settings.embedding_cache_mb << 20, settings.embedding_cache_dir)
+        self._volumes: OrderedDict[tuple, Volume] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @cached_property
+    def segmenter(self) -> Segmenter:
+        """Built on first use: the training subprocess rebuilds the app and never needs the inference model."""
+        return Segmenter(self.backend, self.store, self.cache, self.settings.device, self.settings.batch_size)
+
+    def fm_info(self) -> dict:
+        return {"name": self.backend.name, "sha256": self.backend.weights_sha256()}
+
+    def volume(self, path: str, modality: str | None = None) -> Volume:
+        """Volumes are re-read only when their file changes; a click should not pay for decoding a CT again."""
+        try:
+            stat = os.stat(path)
+        except OSError as err:
+            raise InputError(f"image {os.path.basename(path)} cannot be read", status=404) from err
+        key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, modality)
+        with self._lock:
+            if key in self._volumes:
+                self._volumes.move_to_end(key)
+                return self._volumes[key]
+        volume = load_volume(path, modality=modality, ct_window=self.settings.ct_window)
+        with self._lock:
+            self._volumes[key] = volume
+            while len(self._volumes) > 4:
+                self._volumes.popitem(last=False)
+        return volume
+
+    def interactive(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
+        volume = self.volume(path, params.get("modality"))
+        prompts = resolve(volume, params.get("foreground"), params.get("background"), params.get("roi"))
+        version = self.store.resolve(params.get("adapter"))
+        return volume, self.segmenter.interactive(volume, prompts, version)
+
+    def automatic(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
+        volume = self.volume(path, params.get("modality"))
+        version = self.store.resolve(params.get("adapter"))
+        roi = parse_roi(params.get("roi"), volume.shape)
+        slice_range = None
+        if roi:
+            bounds = ((roi[0], roi[2]), (roi[1], roi[3]), (roi[4], roi[5]))
+            slice_range = bounds[volume.slice_axis]
+        labels = params.get("labels")
+        if labels is not None and not isinstance(labels, list | tuple):
+            raise InputError("'labels' must be a list of label names")
+        return volume, self.segmenter.automatic(volume, version, slice_range, labels)
+
+    def provenance(self, result: SegmentationResult, volume: Volume) -> dict:
+        manifest = self.store.manifest(result.adapter)
+        return {"fm": self.fm_info(), "adapter": result.adapter, "adapter_method": manifest.get("method", "none"),
+                "timing": result.timing, "slices": result.slices, "slice_axis": volume.slice_axis,
+                "modality": volume.modality, "cache": self.cache.stats()}

@@ -1,0 +1,77 @@
+"""`medsam_adapt`: MONAI Label train task that adapts the FM with PEFT on the datastore's final labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.medfm.adaptation import METHODS, AdaptConfig
+from lib.medfm.adaptation.data import LabelledImage
+from lib.medfm.adaptation.job import run_adaptation
+from lib.medfm.adapter_store import write_json_atomic
+from lib.medfm.service import MedFMService
+
+
+def training_images(datastore: Datastore) -> list[LabelledImage]:
+    """Images with a final label, minus those the site marked held-out (never trained on)."""
+    items = []
+    for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL.value)):
+        if datastore.get_image_info(image_id).get("held_out"):
+            continue
+        items.append(LabelledImage(image_id, datastore.get_image_uri(image_id),
+                                   datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)))
+    return items
+
+
+class MedSAMAdapt(TrainTask):
+    def __init__(self, service: MedFMService):
+        super().__init__("Adapt LiteMedSAM to this site's labels with PEFT (LoRA, DoRA, decoder-only or full)")
+        self.service = service
+        self.stats_path = service.settings.models_dir / "train_stats.json"
+
+    def config(self):
+        defaults = AdaptConfig().to_json()
+        defaults["method"] = list(METHODS)
+        defaults["lr"] = None  # None = the method's own default (see AdaptConfig.DEFAULT_LR)
+        return defaults
+
+    def stats(self):
+        try:
+            return json.loads(self.stats_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_stats(self, stats: dict) -> None:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.stats_path, stats)
+
+    def __call__(self, request, datastore: Datastore):
+        cfg = AdaptConfig.from_request(request)
+        service = self.service
+        service.store.clean_stale_staging()  # a killed earlier run may have left one; it never became a version
+        stats = {"status": "RUNNING", "method": cfg.method, "history": [], "started": time.time(),
+                 "version": service.store.active(), "pid": os.getpid()}
+        self._write_stats(stats)
+
+        def on_epoch(row: dict) -> None:
+            stats["history"].append(row)
+            self._write_stats(stats)
+
+        def log(line: str) -> None:
+            print(line, flush=True)
+
+        try:
+            base = service.backend.build_model(service.settings.device)
+            summary = run_adaptation(service.backend, base, service.store, training_images(datastore), cfg,
+                                     service.settings.labels, service.settings.device, on_epoch, log=log)
+        except Exception as err:
+            self._write_stats({**stats, "status": "ERROR", "error": str(err)})
+            print(f"ERROR: {err}", file=sys.stderr, flush=True)
+            raise
+        self._write_stats({**stats, "status": "DONE", "version": summary["version"], "summary": summary})
+        return summary

@@ -1,0 +1,96 @@
+"""MedFMAdapt's MONAI Label app: LiteMedSAM inference (interactive and automatic) and PEFT adaptation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+import torch
+from fastapi import HTTPException
+from lib.configs.medsam import MedSAMConfig
+from lib.datastore import ValidatingDatastore
+from lib.http_errors import plain_errors
+from lib.medfm.adaptation import AdaptConfig
+from lib.trainers.medsam_adapt import training_images
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+
+logger = logging.getLogger(__name__)
+
+
+class MedFMAdaptApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        self.medsam = MedSAMConfig()
+        self.medsam.init("medsam", os.path.join(app_dir, "model"), conf, None, app_dir=app_dir)
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="MedFMAdapt",
+                         description="Adapt the LiteMedSAM foundation model to this site's scans with PEFT",
+                         version="0.1.0", labels=self.medsam.labels)
+        if "monailabel.app" in sys.modules:  # inside the server, not the training subprocess
+            from lib.preflight import install_train_preflight
+            from monailabel.app import app as fastapi_app
+
+            install_train_preflight(fastapi_app, self.check_train_request)
+
+    def init_datastore(self):
+        from monailabel.config import settings
+
+        return ValidatingDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                   auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                   read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def init_infers(self):
+        return self.medsam.infer()
+
+    def init_trainers(self):
+        return {"medsam_adapt": self.medsam.trainer()}
+
+    def init_strategies(self):
+        return {"random": Random(), "first": First()}
+
+    def info(self):
+        meta = super().info()
+        meta["fm"] = self.medsam.service.fm_info()
+        return meta
+
+    # ---- MONAI Label 0.8.5 quirks handled here ------------------------------------------------------------
+    def infer(self, request, datastore=None):
+        """Unknown models and images get a 404 in words (MONAI Label gives a bare 500), and an image must be a
+        datastore id or a file the infer endpoint itself just uploaded: never an arbitrary server path."""
+        model = request.get("model")
+        if model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"unknown model '{model}'; this server offers "
+                                                        f"{sorted(self._infers)}")
+        datastore = datastore or self.datastore()
+        image = request.get("image")
+        uri = datastore.get_image_uri(image) if isinstance(image, str) else ""
+        if uri and os.path.exists(uri):
+            request = {**request, "image": uri, "save_label": request.get("save_label", False)}
+        elif not (isinstance(image, str) and _is_upload(image)):
+            raise HTTPException(status_code=404, detail=f"image '{image}' is not in the datastore")
+        return super().infer(request, datastore)
+
+    def batch_infer(self, request, datastore=None):
+        """Batch inference divides by the GPU count unless multi-GPU is off; on a CPU host it must be."""
+        if not torch.cuda.is_available():
+            request = {**request, "multi_gpu": False}
+        return super().batch_infer(request, datastore)
+
+    def check_train_request(self, model: str, params: dict) -> None:
+        if model not in self._trainers:
+            raise HTTPException(status_code=404, detail=f"unknown trainer '{model}'; this server offers "
+                                                        f"{sorted(self._trainers)}")
+        with plain_errors():
+            AdaptConfig.from_request(params)
+        if not training_images(self.datastore()):
+            raise HTTPException(status_code=409, detail="there are no labelled images to adapt on (held-out images "
+                                                        "are never trained on): submit a final label first")
+
+
+def _is_upload(path: str) -> bool:
+    """The infer endpoint stores an uploaded file as a fresh temporary file; only those paths are accepted."""
+    real = os.path.realpath(path)
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return os.path.isfile(real) and os.path.dirname(real) == tmp and os.path.basename(real).startswith("tmp")
