@@ -83,8 +83,8 @@ class MedFMAdaptApp(MONAILabelApp):
             raise HTTPException(status_code=404, detail=f"unknown trainer '{model}'; this server offers "
                                                         f"{sorted(self._trainers)}")
         with plain_errors():
-            AdaptConfig.from_request(params)
-        if not training_images(self.datastore()):
+            cfg = AdaptConfig.from_request(params)
+        if not training_images(self.datastore(), cfg.images):
             raise HTTPException(status_code=409, detail="there are no labelled images to adapt on (held-out images "
                                                         "are never trained on): submit a final label first")
 

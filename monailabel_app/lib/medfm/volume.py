@@ -34,6 +34,10 @@ class Volume:
         return tuple(self.array.shape)  # type: ignore[return-value]
 
     @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(self.reference.GetSpacing())  # type: ignore[return-value]
+
+    @property
     def n_slices(self) -> int:
         return self.array.shape[self.slice_axis]
 

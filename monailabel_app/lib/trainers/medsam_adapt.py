@@ -17,11 +17,11 @@ from lib.medfm.adapter_store import write_json_atomic
 from lib.medfm.service import MedFMService
 
 
-def training_images(datastore: Datastore) -> list[LabelledImage]:
+def training_images(datastore: Datastore, only: list[str] | None = None) -> list[LabelledImage]:
     """Images with a final label, minus those the site marked held-out (never trained on)."""
     items = []
     for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL.value)):
-        if datastore.get_image_info(image_id).get("held_out"):
+        if datastore.get_image_info(image_id).get("held_out") or (only and image_id not in only):
             continue
         items.append(LabelledImage(image_id, datastore.get_image_uri(image_id),
                                    datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)))
@@ -67,7 +67,7 @@ class MedSAMAdapt(TrainTask):
 
         try:
             base = service.backend.build_model(service.settings.device)
-            summary = run_adaptation(service.backend, base, service.store, training_images(datastore), cfg,
+            summary = run_adaptation(service.backend, base, service.store, training_images(datastore, cfg.images), cfg,
                                      service.settings.labels, service.settings.device, on_epoch, log=log)
         except Exception as err:
             self._write_stats({**stats, "status": "ERROR", "error": str(err)})

@@ -32,6 +32,7 @@ class AdaptConfig:
     auto_head: bool = True
     box_jitter: float = 0.1
     labels: list[str] | None = None
+    images: list[str] | None = None  # train on these datastore ids only (default: every labelled, non-held-out)
     note: str = ""
     extra: dict = field(default_factory=dict)
 

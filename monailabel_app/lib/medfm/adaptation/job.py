@@ -52,6 +52,9 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     val = build_samples(val_items, backend, values, cfg.slices_per_image, rng, negatives=False)
     if not train:
         raise InputError(f"none of the training images has any of the labels {sorted(values)}")
+    used = {s.image_id for s in train} | {s.image_id for s in val}
+    train_items = [i for i in train_items if i.image_id in used]  # images without these labels taught nothing
+    val_items = [i for i in val_items if i.image_id in used]
     tokens = {d["value"]: d["token"] for d in labels.values()}
     result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log)
 

@@ -18,17 +18,24 @@ EMBED_DIM = 256
 
 
 class PromptableLiteMedSAM(nn.Module):
-    """LiteMedSAM plus one learned prompt token per label, the prompt-free head that automatic mode trains.
+    """LiteMedSAM plus a learned prompt per label, the prompt-free head that automatic mode trains.
 
-    The tokens are fed to the mask decoder in place of a box (as SAMed feeds none), so an adapter that learns
-    them segments a site's labels with no clicks, while box and point prompts keep working unchanged.
+    Each label's prompt is two tokens fed to the mask decoder in place of a box's two corner tokens, and starts as
+    the embedding of a whole-image box: before training it asks for "the salient structure", so the loss has a
+    non-empty mask to shape from the first step (a zero start gave empty masks and no usable gradient).
+    Box and point prompts keep working unchanged.
     """
 
-    def __init__(self, sam: nn.Module, max_labels: int):
+    tokens_per_label = 2
+
+    def __init__(self, sam: nn.Module, max_labels: int, input_size: int):
         super().__init__()
         self.sam = sam
-        self.label_prompts = nn.Embedding(max_labels, EMBED_DIM)
-        nn.init.zeros_(self.label_prompts.weight)
+        self.label_prompts = nn.Embedding(max_labels, self.tokens_per_label * EMBED_DIM)
+        with torch.no_grad():
+            whole = torch.tensor([[0.0, 0.0, input_size - 1.0, input_size - 1.0]])
+            start = sam.prompt_encoder._embed_boxes(whole).reshape(1, -1)
+            self.label_prompts.weight.copy_(start.expand(max_labels, -1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # peft needs a forward; embedding is the heavy part
         return self.sam.image_encoder(images)
@@ -70,7 +77,7 @@ class LiteMedSAMBackend(FMBackend):
         state = state.get("model", state) if isinstance(state, dict) else state
         sam = build_lite_medsam()
         sam.load_state_dict(state, strict=True)
-        model = PromptableLiteMedSAM(sam, self.max_labels)
+        model = PromptableLiteMedSAM(sam, self.max_labels, self.input_size)
         return model.to(device).eval()
 
     def prepare(self, slice2d: np.ndarray) -> PreparedSlice:
@@ -124,7 +131,7 @@ class LiteMedSAMBackend(FMBackend):
         pe = model.sam.prompt_encoder
         if prompt.label_index is not None:
             index = torch.tensor([prompt.label_index], device=device)
-            return model.label_prompts(index)[:, None, :]
+            return model.label_prompts(index).reshape(1, model.tokens_per_label, EMBED_DIM)
         parts = []
         if max_points:
             coords = np.zeros((1, max_points, 2), dtype=np.float32)
