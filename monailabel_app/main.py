@@ -13,6 +13,7 @@ from lib.configs.medsam import MedSAMConfig
 from lib.datastore import ValidatingDatastore
 from lib.http_errors import plain_errors
 from lib.medfm.adaptation import AdaptConfig
+from lib.medfm.adaptation.job import label_tokens
 from lib.trainers.medsam_adapt import training_images
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.first import First
@@ -82,8 +83,10 @@ class MedFMAdaptApp(MONAILabelApp):
         if model not in self._trainers:
             raise HTTPException(status_code=404, detail=f"unknown trainer '{model}'; this server offers "
                                                         f"{sorted(self._trainers)}")
+        service = self.medsam.service
         with plain_errors():
             cfg = AdaptConfig.from_request(params)
+            label_tokens(service.settings.labels, cfg.labels, service.backend.max_labels)
         if not training_images(self.datastore(), cfg.images):
             raise HTTPException(status_code=409, detail="there are no labelled images to adapt on (held-out images "
                                                         "are never trained on): submit a final label first")
