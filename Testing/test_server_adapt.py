@@ -1,0 +1,102 @@
+"""A real (short) PEFT adaptation over HTTP: label, train, get a new adapter version, use it without a restart."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from safetensors.torch import load_file
+
+from Testing.conftest import RunningServer, copy_datastore
+from Testing.helpers import dice, expect_status, label_roi, read_ijk
+
+TRAIN = {"method": "lora", "max_epochs": 3, "slices_per_image": 4, "batch_size": 2, "labels": ["lesion"],
+         "note": "test run"}
+
+
+@pytest.fixture(scope="module")
+def fresh_server(sample_datastore, tmp_path_factory):
+    """breast1 and brain2 without labels: the site has not annotated anything yet."""
+    base = tmp_path_factory.mktemp("adapt")
+    studies = copy_datastore(sample_datastore, base / "studies", images=("breast1", "brain2"), labels=False)
+    running = RunningServer(studies, base / "models", base / "server.log")
+    running.sample = sample_datastore
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fresh_client(fresh_server, tmp_path):
+    from monailabel.client import MONAILabelClient
+
+    return MONAILabelClient(fresh_server.url, tmpdir=str(tmp_path))
+
+
+def wait_for_training(client, timeout: float = 900) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = client.train_status()
+        if status["status"] not in ("SUBMITTED", "RUNNING"):
+            return status
+        time.sleep(3)
+    raise AssertionError("training did not finish in time")
+
+
+def test_adaptation_round_trip(fresh_client, fresh_server):
+    client, server = fresh_client, fresh_server
+    expect_status(lambda: client.train_start("medsam_adapt", TRAIN), 409, "no labelled images")
+    expect_status(lambda: client.infer("medsam_auto", "breast1", {}), 409, "train")
+
+    client.save_label("breast1", str(server.sample / "labels" / "final" / "breast1.nii.gz"), tag="final")
+    truth, _ = read_ijk(server.studies / "labels" / "final" / "breast1.nii.gz")
+    roi = label_roi(truth)
+    base_file, base_params = client.infer("medsam_interactive", "breast1", {"roi": roi, "adapter": "base"})
+    base_dice = dice(read_ijk(base_file)[0] > 0, truth > 0)
+
+    client.train_start("medsam_adapt", TRAIN)
+    status = wait_for_training(client)
+    assert status["status"] == "DONE", "\n".join(status.get("details", []))
+    assert any("SUMMARY version=v0001" in line for line in status["details"])
+
+    stats = server.info()["train_stats"]["medsam_adapt"]
+    assert stats["status"] == "DONE" and stats["version"] == "v0001"
+    assert [row["epoch"] for row in stats["history"]] == [1, 2, 3]
+    assert all(row["train_loss"] is not None for row in stats["history"])
+
+    folder = server.models / "adapters" / "litemedsam" / "v0001"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["method"] == "lora" and manifest["note"] == "test run"
+    assert [i["id"] for i in manifest["train_images"]] == ["breast1"] and manifest["val_images"] == []
+    assert 0 < manifest["trainable_fraction"] < 0.1 and manifest["adapter_bytes"] < 5_000_000
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and any(float(v.abs().max()) > 0 for v in lora_b)  # LoRA B starts at zero: it trained
+    assert not list(server.models.glob("adapters/litemedsam/.staging-*"))
+
+    # The next request uses the new version, no restart; on its training image it moved toward the label.
+    tuned_file, tuned_params = client.infer("medsam_interactive", "breast1", {"roi": roi})
+    assert tuned_params["adapter"] == "v0001" and base_params["adapter"] == "base"
+    tuned_dice = dice(read_ijk(tuned_file)[0] > 0, truth > 0)
+    assert tuned_dice > base_dice, f"adapted {tuned_dice:.3f} vs base {base_dice:.3f}"
+
+    auto_file, auto_params = client.infer("medsam_auto", "breast1", {})
+    auto, auto_image = read_ijk(auto_file)
+    assert auto_params["adapter"] == "v0001" and auto_params["mode"] == "auto"
+    assert auto_image.GetSize() == sitk.ReadImage(str(server.studies / "breast1.nii.gz")).GetSize()
+    assert set(np.unique(auto).tolist()) <= {0, 1}
+
+
+def test_adapter_loads_with_plain_peft(fresh_server):
+    """The adapter folder is a standard peft adapter: PeftModel.from_pretrained takes it as is."""
+    from lib.medfm.backends import get_backend
+    from peft import PeftModel
+
+    folder = fresh_server.models / "adapters" / "litemedsam" / "v0001"
+    if not folder.exists():
+        pytest.skip("needs the adapter from test_adaptation_round_trip")
+    base = get_backend().build_model()
+    model = PeftModel.from_pretrained(base, str(folder))
+    assert any("lora_A" in name for name, _ in model.named_parameters())
