@@ -91,8 +91,9 @@ def test_adaptation_round_trip(fresh_client, fresh_server):
 
 def test_adapter_loads_with_plain_peft(fresh_server):
     """The adapter folder is a standard peft adapter: PeftModel.from_pretrained takes it as is."""
-    from lib.medfm.backends import get_backend
     from peft import PeftModel
+
+    from lib.medfm.backends import get_backend
 
     folder = fresh_server.models / "adapters" / "litemedsam" / "v0001"
     if not folder.exists():

@@ -9,15 +9,16 @@ import tempfile
 
 import torch
 from fastapi import HTTPException
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+
 from lib.configs.medsam import MedSAMConfig
 from lib.datastore import ValidatingDatastore
 from lib.http_errors import plain_errors
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.job import label_tokens
 from lib.trainers.medsam_adapt import training_images
-from monailabel.interfaces.app import MONAILabelApp
-from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ class MedFMAdaptApp(MONAILabelApp):
                          description="Adapt the LiteMedSAM foundation model to this site's scans with PEFT",
                          version="0.1.0", labels=self.medsam.labels)
         if "monailabel.app" in sys.modules:  # inside the server, not the training subprocess
-            from lib.preflight import install_train_preflight
             from monailabel.app import app as fastapi_app
+
+            from lib.preflight import install_train_preflight
 
             install_train_preflight(fastapi_app, self.check_train_request)
 
