@@ -84,7 +84,7 @@ def test_adaptation_round_trip(fresh_client, fresh_server):
 
     auto_file, auto_params = client.infer("medsam_auto", "breast1", {})
     auto, auto_image = read_ijk(auto_file)
-    assert auto_params["adapter"] == "v0001" and auto_params["mode"] == "auto"
+    assert auto_params["adapter"] == "v0001" and auto_params["mode"] == "automatic"
     assert auto_image.GetSize() == sitk.ReadImage(str(server.studies / "breast1.nii.gz")).GetSize()
     assert set(np.unique(auto).tolist()) <= {0, 1}
 

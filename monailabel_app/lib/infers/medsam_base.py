@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
@@ -14,14 +13,18 @@ from lib.medfm.volume import write_label
 
 
 class MedSAMInferTask(InferTask):
-    mode = ""
+    """Subclasses declare `mode` (the MedFMService method that does the work), `infer_type` and `summary`."""
 
-    def __init__(self, service: MedFMService, type: InferType, labels: dict[str, int], description: str,
-                 config: dict[str, Any] | None = None):
-        super().__init__(type=type, labels=labels, dimension=3, description=description, config=config)
+    mode = ""
+    infer_type = InferType.OTHERS
+    summary = ""
+
+    def __init__(self, service: MedFMService, labels: dict[str, int]):
+        super().__init__(type=self.infer_type, labels=labels, dimension=3, description=self.summary,
+                         config={"adapter": "", "modality": ""})
         self.service = service
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict:
         info = super().info()
         info["fm"] = self.service.backend.name
         info["adapters"] = {"active": self.service.store.active(), "versions": self.service.store.versions()}
@@ -30,12 +33,9 @@ class MedSAMInferTask(InferTask):
     def is_valid(self) -> bool:
         return True
 
-    def run(self, path: str, params: dict):
-        raise NotImplementedError
-
     def __call__(self, request: dict):
         with plain_errors():
-            volume, result = self.run(request["image"], request)
+            volume, result = getattr(self.service, self.mode)(request["image"], request)
             fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix=f"medfm-{self.mode}-")
             os.close(fd)
             write_label(result.label, volume, out)
