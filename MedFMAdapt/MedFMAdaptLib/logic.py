@@ -1,0 +1,303 @@
+"""The module's Logic: every panel action as a Job, with no Qt and no `slicer.app`.
+
+A Job splits an action in three so the GUI never blocks and MRML is only touched on the GUI thread:
+what must read the scene runs when the job is made (and may raise ValueError with a plain message at once),
+`work` does the network calls (safe on a worker thread, reports progress through a callback),
+and `finish` puts the answer into the scene (GUI thread) and returns the status line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from . import scene as scene_lib
+from .client import AUTO_MODEL, INTERACTIVE_MODEL, TRAINER, InferResult, MedFMClient
+from .errors import NotAvailable
+from .presenter import Action
+
+T = TypeVar("T")
+Report = Callable[[str, float], None]
+IMAGE_ID_ATTRIBUTE = "MedFMAdapt.ImageID"
+BASE_COLOR = (0.25, 0.55, 1.0)
+ADAPTED_COLOR = (1.0, 0.55, 0.1)
+RESULT_COLOR = (0.95, 0.85, 0.2)
+
+
+def _ignore(_message: str, _fraction: float) -> None:
+    return None
+
+
+@dataclass
+class Job(Generic[T]):
+    """One panel action: `work(report)` off the GUI thread, then `finish(result)` on it."""
+
+    action: Action
+    work: Callable[[Report], T]
+    finish: Callable[[T], str]
+
+
+def run_now(job: Job, report: Report = _ignore) -> str:
+    """Run a job synchronously (tests and the in-Slicer self-test); the Widget uses a worker thread instead."""
+    return job.finish(job.work(report))
+
+
+class MedFMAdaptLogic:
+    """Scene-side operations of the panel; holds the connection and the scene it was given."""
+
+    def __init__(
+        self,
+        scene,
+        client_factory: Callable[..., MedFMClient] = MedFMClient,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.scene = scene
+        self.client_factory = client_factory
+        self.client: MedFMClient | None = None
+        self.info: dict[str, Any] = {}
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="medfmadapt_scene_"))
+        self.last_fetched = None  # volume node most recently fetched from the server
+        self.last_result: InferResult | None = None
+        self.review_nodes: list = []  # [base, adapted] segmentation nodes of the last review
+
+    # ---- helpers --------------------------------------------------------------------------------------------------
+
+    def _client(self) -> MedFMClient:
+        if self.client is None:
+            raise ValueError("Connect to a server first.")
+        return self.client
+
+    @staticmethod
+    def image_id(volume) -> str | None:
+        """The server's id for a volume, once it was uploaded or fetched."""
+        return volume.GetAttribute(IMAGE_ID_ATTRIBUTE) if volume is not None else None
+
+    def _label_names(self) -> dict[int, str]:
+        return scene_lib.label_names(self.info.get("labels"))
+
+    def _require_image_id(self, volume) -> str:
+        if volume is None:
+            raise ValueError("Select a volume first.")
+        image_id = self.image_id(volume)
+        if not image_id:
+            raise ValueError(f"Upload '{volume.GetName()}' to the server first.")
+        return image_id
+
+    # ---- server -----------------------------------------------------------------------------------------------------
+
+    def connect_job(self, url: str, token: str | None = None, verify_tls: bool = True) -> Job:
+        """GET /info/ and, when the server has one, the adapter registry."""
+        client = self.client_factory(url, token=token, verify_tls=verify_tls, download_dir=self.work_dir)
+
+        def work(report: Report):
+            report("Asking the server what it offers", 0.2)
+            info = client.info()
+            try:
+                adapters = client.list_adapters()
+            except NotAvailable:
+                adapters = None
+            return info, adapters
+
+        def finish(result) -> str:
+            self.client = client
+            self.info = result[0]
+            return f"Connected to {client.base_url}."
+
+        return Job(Action.CONNECT, work, finish)
+
+    # ---- case -------------------------------------------------------------------------------------------------------
+
+    def upload_job(self, volume, image_id: str | None = None) -> Job:
+        """Write the volume as NIfTI with its real geometry now; upload it in `work`."""
+        if volume is None:
+            raise ValueError("Select a volume first.")
+        client = self._client()
+        wanted = image_id or scene_lib.sanitize_id(volume.GetName())
+        path = scene_lib.write_volume(volume, self.work_dir / f"{wanted}.nii.gz")
+
+        def work(report: Report) -> str:
+            report(f"Uploading {path.stat().st_size / 1e6:.1f} MB", 0.1)
+            return client.upload_image(path, wanted)
+
+        def finish(stored_id: str) -> str:
+            volume.SetAttribute(IMAGE_ID_ATTRIBUTE, stored_id)
+            return f"Uploaded '{volume.GetName()}' as {stored_id}."
+
+        return Job(Action.UPLOAD, work, finish)
+
+    def fetch_job(self, image_id: str | None = None, strategy: str | None = None) -> Job:
+        """Fetch an image into the scene: a given id, or the one an active-learning strategy picks."""
+        client = self._client()
+        if not image_id and not strategy:
+            raise ValueError("Choose a strategy first.")
+
+        def work(report: Report):
+            sample: dict[str, Any] = {}
+            chosen = image_id
+            if not chosen:
+                report(f"Asking '{strategy}' for the next sample", 0.1)
+                sample = client.next_sample(strategy or "")
+                chosen = sample.get("id")
+                if not chosen:
+                    raise ValueError("The server has no unlabelled image left to suggest.")
+            report(f"Downloading {chosen}", 0.4)
+            return chosen, sample, client.download_image(str(chosen))
+
+        def finish(result) -> str:
+            chosen, _sample, path = result
+            volume = scene_lib.read_volume(self.scene, path, str(chosen))
+            volume.SetAttribute(IMAGE_ID_ATTRIBUTE, str(chosen))
+            self.last_fetched = volume
+            return f"Loaded {chosen} from the server."
+
+        return Job(Action.NEXT_SAMPLE, work, finish)
+
+    # ---- segment ----------------------------------------------------------------------------------------------------
+
+    def _infer_into_scene(self, action: Action, volume, model: str, params: dict[str, Any], title: str) -> Job:
+        client = self._client()
+        image_id = self._require_image_id(volume)
+
+        def work(report: Report) -> InferResult:
+            report(f"Running {model} on the server", 0.1)
+            return client.infer(model, image_id, params)
+
+        def finish(result: InferResult) -> str:
+            if result.label_path is None:
+                raise ValueError("The server answered without a label; nothing was added.")
+            fresh = scene_lib.label_file_to_segmentation(
+                self.scene, result.label_path, volume, title, self._label_names(), RESULT_COLOR
+            )
+            try:
+                target = scene_lib.working_segmentation(self.scene, volume)
+                names = scene_lib.merge_segments(target, fresh)
+            finally:
+                self.scene.RemoveNode(fresh)
+            self.last_result = result
+            adapter = result.params.get("adapter", params.get("adapter", "base"))
+            timing = result.params.get("timing")
+            took = f" in {timing.get('total', 0):.1f} s" if isinstance(timing, dict) and timing.get("total") else ""
+            return f"{title}: {', '.join(names) or 'empty result'} (adapter {adapter}){took}."
+
+        return Job(action, work, finish)
+
+    def segment_job(self, volume, roi=None, foreground=None, background=None, adapter: str = "base") -> Job:
+        """Interactive segmentation from markups, converted to the server's IJK prompts now."""
+        if volume is None:
+            raise ValueError("Select a volume first.")
+        params = scene_lib.build_prompts(volume, roi, foreground, background)
+        params["adapter"] = adapter
+        return self._infer_into_scene(Action.SEGMENT, volume, INTERACTIVE_MODEL, params, "Segment")
+
+    def auto_segment_job(self, volume, adapter: str = "base", roi=None) -> Job:
+        """Automatic segmentation with an adapter, optionally limited to an ROI."""
+        if volume is None:
+            raise ValueError("Select a volume first.")
+        params: dict[str, Any] = {"adapter": adapter}
+        if roi is not None:
+            params["roi"] = scene_lib.roi_to_box(volume, roi)
+        return self._infer_into_scene(Action.AUTO_SEGMENT, volume, AUTO_MODEL, params, "Auto segment")
+
+    def submit_job(self, volume, segmentation) -> Job:
+        """Write the corrected segmentation on the volume's grid now; save it as the final label in `work`."""
+        client = self._client()
+        image_id = self._require_image_id(volume)
+        if segmentation is None or segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            raise ValueError("There is no segment to submit.")
+        values = {name: value for value, name in self._label_names().items()}
+        path = scene_lib.segmentation_to_label_file(
+            segmentation, volume, self.work_dir / f"{image_id}_label.nii.gz", values
+        )
+
+        def work(report: Report):
+            report("Sending the label", 0.2)
+            return client.save_label(image_id, path)
+
+        return Job(Action.SUBMIT, work, lambda _r: f"Saved the label of {image_id} on the server.")
+
+    # ---- adapt ------------------------------------------------------------------------------------------------------
+
+    def start_training_job(self, method: str, max_epochs: int, rank: int, extra: dict | None = None) -> Job:
+        """POST /train/medsam_adapt with the panel's settings."""
+        client = self._client()
+        if max_epochs < 1:
+            raise ValueError("Epochs must be at least 1.")
+        params = {"method": method, "max_epochs": int(max_epochs), "rank": int(rank), **(extra or {})}
+
+        def work(report: Report):
+            report(f"Starting {method} adaptation", 0.05)
+            return client.start_training(params)
+
+        return Job(Action.START_TRAINING, work, lambda _r: f"Adaptation ({method}, {max_epochs} epochs) started.")
+
+    def poll_training(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Training status and fresh /info/ (for the history); network only, safe on a worker thread."""
+        client = self._client()
+        status = client.training_status()
+        info = client.info()
+        return status, info
+
+    def show_training(self, info: dict[str, Any]):
+        """Update the loss/Dice chart from /info/ train_stats (GUI thread). Returns the chart node."""
+        from .plots import update_training_plot
+
+        self.info = info
+        history = ((info.get("train_stats") or {}).get(TRAINER) or {}).get("history") or []
+        return update_training_plot(self.scene, history)
+
+    def stop_training_job(self) -> Job:
+        client = self._client()
+        return Job(Action.STOP_TRAINING, lambda _report: client.stop_training(), lambda _r: "Adaptation stopped.")
+
+    # ---- review -----------------------------------------------------------------------------------------------------
+
+    def review_job(self, volume, adapted: str, base: str = "base") -> Job:
+        """Run base and adapted models on the volume; show both as separate, differently coloured segmentations."""
+        client = self._client()
+        image_id = self._require_image_id(volume)
+
+        def work(report: Report):
+            results = {}
+            for n, version in enumerate((base, adapted)):
+                report(f"Running adapter {version}", 0.1 + 0.45 * n)
+                results[version] = client.infer(AUTO_MODEL, image_id, {"adapter": version})
+            return results
+
+        def finish(results: dict[str, InferResult]) -> str:
+            nodes = []
+            try:
+                for version, color in ((base, BASE_COLOR), (adapted, ADAPTED_COLOR)):
+                    label = results[version].label_path
+                    if label is None:
+                        raise ValueError(f"Adapter {version} returned no label; nothing was added.")
+                    nodes.append(
+                        scene_lib.label_file_to_segmentation(
+                            self.scene, label, volume, f"Review {version}", self._label_names(), color
+                        )
+                    )
+            except Exception:
+                for node in nodes:
+                    self.scene.RemoveNode(node)
+                raise
+            self.review_nodes = nodes
+            scene_lib.set_visible(nodes[0], False)
+            return f"Review ready: base (blue) and {adapted} (orange); use Toggle to compare."
+
+        return Job(Action.REVIEW, work, finish)
+
+    def activate_job(self, version: str) -> Job:
+        client = self._client()
+        return Job(
+            Action.ACTIVATE, lambda _r: client.activate_adapter(version), lambda _r: f"Adapter {version} is active."
+        )
+
+    def rollback_job(self) -> Job:
+        client = self._client()
+        return Job(
+            Action.ROLLBACK,
+            lambda _r: client.rollback_adapter(),
+            lambda r: f"Rolled back to adapter {r.get('active', r.get('version', 'the previous one'))}.",
+        )

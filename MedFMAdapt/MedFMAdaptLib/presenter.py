@@ -1,0 +1,313 @@
+"""What the panel shows and which buttons are live, as plain Python.
+
+The Widget only copies this state onto Qt widgets, so every rule about the GUI (what is enabled when,
+what the status line says for each failure) is tested without Qt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .client import AUTO_MODEL, INTERACTIVE_MODEL, TRAINER
+from .errors import (
+    BadResponse,
+    ConnectionFailed,
+    HTTPFailure,
+    NotAvailable,
+    ServerError,
+    ServerTimeout,
+    TLSFailure,
+)
+
+
+class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ships Python 3.9
+    """Every button of the panel that talks to the server or changes the scene."""
+
+    CONNECT = "connect"
+    UPLOAD = "upload"
+    NEXT_SAMPLE = "next_sample"
+    AUTO_SEGMENT = "auto_segment"
+    SEGMENT = "segment"
+    SUBMIT = "submit"
+    START_TRAINING = "start_training"
+    STOP_TRAINING = "stop_training"
+    REVIEW = "review"
+    TOGGLE_REVIEW = "toggle_review"
+    ACTIVATE = "activate"
+    ROLLBACK = "rollback"
+
+
+# What the panel is doing, in words that fit "... while <doing>" and "The server refused to <verb>".
+DOING = {
+    Action.CONNECT: ("connecting", "connect"),
+    Action.UPLOAD: ("uploading the volume", "accept the volume"),
+    Action.NEXT_SAMPLE: ("fetching the next sample", "send the image"),
+    Action.AUTO_SEGMENT: ("segmenting automatically", "segment the volume"),
+    Action.SEGMENT: ("segmenting from your prompts", "segment from the prompts"),
+    Action.SUBMIT: ("submitting the label", "accept the label"),
+    Action.START_TRAINING: ("starting adaptation", "start adaptation"),
+    Action.STOP_TRAINING: ("stopping adaptation", "stop adaptation"),
+    Action.REVIEW: ("running base and adapted models", "run the review"),
+    Action.TOGGLE_REVIEW: ("switching the review view", "switch the view"),
+    Action.ACTIVATE: ("activating the adapter", "activate the adapter"),
+    Action.ROLLBACK: ("rolling back the adapter", "roll back the adapter"),
+}
+
+
+def describe_error(error: BaseException, action: Action | None = None) -> str:
+    """One status line, in plain words, for a failed call; includes the server's own message when it sent one."""
+    doing, verb = DOING.get(action, ("talking to the server", "do that"))
+    url = getattr(error, "url", "") or "the server"
+    if isinstance(error, NotAvailable):
+        return f"This server cannot {verb} yet: it has no adapter registry. Update the MedFMAdapt server app."
+    if isinstance(error, HTTPFailure):
+        if error.status in (401, 403):
+            return f"The server refused the access token (HTTP {error.status}): {error.detail}. Check the token."
+        if 400 <= error.status < 500:
+            return f"The server refused to {verb}: {error.detail}"
+        return (
+            f"The server failed while {doing} (HTTP {error.status}): {error.detail}. "
+            "Nothing was changed in your scene; the server log has the details."
+        )
+    if isinstance(error, ServerTimeout):
+        return (
+            f"The server did not answer within {error.timeout:g} s while {doing}. "
+            "It may be busy (adaptation shares its CPU); try again in a moment."
+        )
+    if isinstance(error, TLSFailure):
+        return (
+            f"The server's certificate could not be verified ({error}). "
+            "Turn off 'Verify certificate' only for a server you trust."
+        )
+    if isinstance(error, ConnectionFailed):
+        return (
+            f"Cannot reach {_base(url)}: nothing answered ({error}). "
+            "Check the address and that the server is running."
+        )
+    if isinstance(error, BadResponse):
+        return (
+            f"The server's reply could not be read while {doing}: {error}. "
+            "Are the server app and this module the same version?"
+        )
+    if isinstance(error, ServerError):
+        return f"Server problem while {doing}: {error}"
+    if isinstance(error, (ValueError, OSError)):
+        return str(error)
+    return f"Unexpected error while {doing}: {error!r}"
+
+
+def _base(url: str) -> str:
+    parts = url.split("/")
+    return "/".join(parts[:3]) if "://" in url else url
+
+
+@dataclass
+class AdapterRow:
+    """One line of the model selector: an adapter version and how good it is on held-out data."""
+
+    version: str
+    method: str = ""
+    dice: float | None = None
+    active: bool = False
+
+    @property
+    def label(self) -> str:
+        dice = f"held-out Dice {self.dice:.3f}" if self.dice is not None else "not evaluated"
+        method = f" ({self.method})" if self.method else ""
+        return f"{self.version}{method}, {dice}" + (" [active]" if self.active else "")
+
+
+@dataclass
+class PanelState:
+    """Everything the panel shows; the Widget renders it and never keeps state of its own."""
+
+    connected: bool = False
+    busy: Action | None = None
+    server_url: str = ""
+    fm: str = ""
+    models: dict[str, Any] = field(default_factory=dict)
+    trainers: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+    labels: Any = field(default_factory=dict)
+    adapters: list[AdapterRow] = field(default_factory=list)
+    registry: bool = False
+    selected_adapter: str = "base"
+    has_volume: bool = False
+    image_id: str | None = None
+    has_prompts: bool = False
+    has_result: bool = False
+    has_review: bool = False
+    training: bool = False
+    training_history: list[dict[str, Any]] = field(default_factory=list)
+    progress: float = 0.0
+    sample_reason: str = ""
+    status: str = "Not connected. Enter the server address and press Connect."
+
+
+class Presenter:
+    """Turns server answers and user events into PanelState, and decides what is enabled."""
+
+    def __init__(self) -> None:
+        self.state = PanelState()
+
+    # ---- enabled actions ------------------------------------------------------------------------------------------
+
+    def enabled(self, action: Action) -> bool:
+        """Whether the button for `action` is live now."""
+        s = self.state
+        if action is Action.STOP_TRAINING:
+            return s.connected and s.training and s.busy is None
+        if s.busy is not None:
+            return False
+        if action is Action.CONNECT:
+            return True
+        if not s.connected:
+            return False
+        on_server = s.image_id is not None
+        rules = {
+            Action.UPLOAD: s.has_volume,
+            Action.NEXT_SAMPLE: bool(s.strategies),
+            Action.AUTO_SEGMENT: on_server and AUTO_MODEL in s.models,
+            Action.SEGMENT: on_server and s.has_prompts and INTERACTIVE_MODEL in s.models,
+            Action.SUBMIT: on_server and s.has_result,
+            Action.START_TRAINING: TRAINER in s.trainers and not s.training,
+            Action.REVIEW: on_server and AUTO_MODEL in s.models and any(a.version != "base" for a in s.adapters),
+            Action.TOGGLE_REVIEW: s.has_review,
+            Action.ACTIVATE: s.registry and self._selected_is_inactive(),
+            Action.ROLLBACK: s.registry and len(s.adapters) > 1,
+        }
+        return bool(rules[action])
+
+    def enabled_actions(self) -> set[Action]:
+        return {a for a in Action if self.enabled(a)}
+
+    def _selected_is_inactive(self) -> bool:
+        return any(a.version == self.state.selected_adapter and not a.active for a in self.state.adapters)
+
+    # ---- events ---------------------------------------------------------------------------------------------------
+
+    def begin(self, action: Action, what: str | None = None) -> None:
+        """A long call starts: everything else is disabled until it ends."""
+        self.state.busy = action
+        self.state.progress = 0.0
+        self.state.status = (what or DOING[action][0]).capitalize() + "..."
+
+    def succeeded(self, message: str) -> None:
+        self.state.busy = None
+        self.state.status = message
+
+    def failed(self, error: BaseException, action: Action | None = None) -> None:
+        """A call failed: show why; a failed connect leaves the panel disconnected."""
+        action = action or self.state.busy
+        self.state.busy = None
+        if action is Action.CONNECT or isinstance(error, ConnectionFailed):
+            self.state.connected = False
+        self.state.status = describe_error(error, action)
+
+    def connected(self, url: str, info: dict[str, Any], adapters: list[dict[str, Any]] | None) -> None:
+        """Fill the panel from GET /info/ (and the registry's list when the server has one)."""
+        s = self.state
+        s.connected = True
+        s.server_url = url
+        s.models = dict(info.get("models") or {})
+        s.trainers = list((info.get("trainers") or {}).keys())
+        s.strategies = list((info.get("strategies") or {}).keys())
+        s.labels = info.get("labels") or {}
+        s.fm = self._fm_name(info)
+        s.registry = adapters is not None
+        s.adapters = self._adapter_rows(info, adapters)
+        active = next((a.version for a in s.adapters if a.active), "base")
+        s.selected_adapter = active
+        s.training_history = self._history(info)
+        names = ", ".join(a.version for a in s.adapters) or "none"
+        s.busy = None
+        s.status = f"Connected to {url}. Foundation model: {s.fm or 'unknown'}; adapters: {names}."
+
+    def volume_changed(self, has_volume: bool, image_id: str | None = None) -> None:
+        """A different volume is selected: results and prompts belong to the old one."""
+        s = self.state
+        s.has_volume = has_volume
+        s.image_id = image_id
+        s.has_result = False
+        s.has_review = False
+
+    def training_update(self, status: dict[str, Any], info: dict[str, Any] | None, max_epochs: int) -> None:
+        """Progress from GET /train/ and the history in /info/ train_stats."""
+        s = self.state
+        state = str(status.get("status", "")).upper()
+        s.training = state in ("RUNNING", "QUEUED", "PENDING")
+        if info is not None:
+            s.training_history = self._history(info)
+        epochs_done = max((int(h.get("epoch", 0)) for h in s.training_history), default=0)
+        s.progress = min(1.0, epochs_done / max_epochs) if max_epochs > 0 else 0.0
+        if s.training:
+            last = s.training_history[-1] if s.training_history else {}
+            dice = last.get("val_dice")
+            dice_txt = f", validation Dice {float(dice):.3f}" if dice is not None else ""
+            s.status = f"Adapting: epoch {epochs_done} of {max_epochs}{dice_txt}."
+        elif state == "DONE":
+            s.progress = 1.0
+            version = (info or {}).get("train_stats", {}).get(TRAINER, {})
+            name = version.get("version") or version.get("latest_version") or "a new version"
+            s.status = f"Adaptation finished: {name} is ready to review."
+        elif state == "ERROR":
+            details = status.get("details") or []
+            last_line = details[-1] if isinstance(details, list) and details else str(details or "no details")
+            s.status = f"Adaptation failed on the server: {last_line}"
+
+    def sample_chosen(self, strategy: str, result: dict[str, Any]) -> None:
+        """Say which image the active-learning strategy picked and why (its own reason if it sent one)."""
+        s = self.state
+        image = result.get("id", "?")
+        reason = result.get("reason") or result.get("why")
+        if not reason:
+            scores = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in ("ts",)}
+            reason = ", ".join(f"{k} = {v:.3g}" for k, v in list(scores.items())[:3]) if scores else ""
+        s.sample_reason = f"{strategy} chose {image}" + (f": {reason}" if reason else ".")
+        s.busy = None
+        s.status = s.sample_reason
+
+    # ---- reading /info/ -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fm_name(info: dict[str, Any]) -> str:
+        for model in (INTERACTIVE_MODEL, AUTO_MODEL):
+            m = (info.get("models") or {}).get(model) or {}
+            fm = m.get("fm") or (m.get("config") or {}).get("fm")
+            if fm:
+                return str(fm)
+        return str(info.get("name", "")) if info.get("name") else ""
+
+    @staticmethod
+    def _history(info: dict[str, Any]) -> list[dict[str, Any]]:
+        stats = (info.get("train_stats") or {}).get(TRAINER) or {}
+        history = stats.get("history") or []
+        return [h for h in history if isinstance(h, dict)]
+
+    @staticmethod
+    def _adapter_rows(info: dict[str, Any], adapters: list[dict[str, Any]] | None) -> list[AdapterRow]:
+        if adapters is not None:
+            rows = [
+                AdapterRow(
+                    version=str(a.get("version", "?")),
+                    method=str(a.get("method", "")),
+                    dice=a.get("val_dice", a.get("dice")),
+                    active=bool(a.get("active")),
+                )
+                for a in adapters
+            ]
+            if not any(r.version == "base" for r in rows):
+                rows.insert(0, AdapterRow("base", active=not any(r.active for r in rows)))
+            return rows
+        stats = (info.get("train_stats") or {}).get(TRAINER) or {}
+        rows = [AdapterRow("base")]
+        version = stats.get("version") or stats.get("latest_version")
+        if version:
+            history = stats.get("history") or []
+            dice = history[-1].get("val_dice") if history and isinstance(history[-1], dict) else None
+            rows.append(AdapterRow(str(version), str(stats.get("method", "")), dice, active=True))
+        else:
+            rows[0].active = True
+        return rows

@@ -1,0 +1,342 @@
+"""MRML conversions between the Slicer scene and the server's files and prompts.
+
+Slicer works in RAS; the server's files and prompts are in voxel indices (IJK, i = column, j = row, k = slice)
+of the same file Slicer shows. Every conversion goes through the volume's own IJK-to-RAS matrix, so oblique
+volumes, LPS-stored files and flipped axes come out right. Files are read and written by Slicer's own
+volume storage node (ITK IO), the way Slicer itself loads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+GRID_TOLERANCE = 1e-4  # mm / direction cosine; NIfTI stores float32 geometry
+
+# The converter rules Slicer's Segmentations module registers when the application starts
+# (qSlicerSegmentationsModule::setup). Besides converting, the factory's rules are what construct
+# representation objects, e.g. the vtkOrientedImageData a segment is copied into.
+CONVERTER_RULES = ("vtkBinaryLabelmapToClosedSurfaceConversionRule", "vtkClosedSurfaceToBinaryLabelmapConversionRule")
+
+
+# ---- matrices ---------------------------------------------------------------------------------------------------
+
+
+def _to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def ijk_to_ras(volume) -> np.ndarray:
+    """The volume's 4x4 IJK-to-RAS matrix (its own coordinates, before any parent transform)."""
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return _to_numpy(matrix)
+
+
+def world_to_ijk(volume) -> np.ndarray:
+    """4x4 matrix taking a world RAS point (where markups live) to the volume's continuous IJK."""
+    world_to_local = np.eye(4)
+    parent = volume.GetParentTransformNode()
+    if parent is not None:
+        if not parent.IsTransformToWorldLinear():
+            raise ValueError(f"'{volume.GetName()}' is under a non-linear transform; harden it first.")
+        matrix = vtk.vtkMatrix4x4()
+        slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, parent, matrix)
+        world_to_local = _to_numpy(matrix)
+    return np.linalg.inv(ijk_to_ras(volume)) @ world_to_local
+
+
+def dimensions(volume) -> tuple[int, int, int]:
+    """Voxel counts along i, j, k."""
+    image = volume.GetImageData()
+    if image is None:
+        raise ValueError(f"'{volume.GetName()}' has no voxels loaded.")
+    return tuple(int(d) for d in image.GetDimensions())
+
+
+def voxel_array(volume) -> np.ndarray:
+    """Voxels as a numpy array indexed [k, j, i] (a copy, like SimpleITK's GetArrayFromImage)."""
+    image = volume.GetImageData()
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    return scalars.reshape(dimensions(volume)[::-1]).copy()
+
+
+# ---- markups to the server's IJK prompts ------------------------------------------------------------------------
+
+
+def ras_to_index(volume, ras: Sequence[float]) -> list[int]:
+    """Nearest voxel index [i, j, k] of a world RAS point; ValueError when it lies outside the volume."""
+    ijk = world_to_ijk(volume) @ np.array([ras[0], ras[1], ras[2], 1.0])
+    index = [int(np.floor(v + 0.5)) for v in ijk[:3]]
+    dims = dimensions(volume)
+    if any(not 0 <= index[a] < dims[a] for a in range(3)):
+        raise ValueError(f"The point at RAS {tuple(round(float(v), 1) for v in ras)} is outside the volume.")
+    return index
+
+
+def points_to_indices(volume, points_node) -> list[list[int]]:
+    """Every control point of a point list as a voxel index [i, j, k]."""
+    if points_node is None:
+        return []
+    indices = []
+    for n in range(points_node.GetNumberOfControlPoints()):
+        position = [0.0, 0.0, 0.0]
+        points_node.GetNthControlPointPositionWorld(n, position)
+        indices.append(ras_to_index(volume, position))
+    return indices
+
+
+def _roi_corners_world(roi_node) -> np.ndarray:
+    """The 8 corners of a (possibly rotated) markups ROI box, in world RAS, as rows."""
+    object_to_world = _to_numpy(roi_node.GetObjectToWorldMatrix())
+    half = np.array(roi_node.GetSize()) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    local = np.hstack([signs * half, np.ones((8, 1))])
+    return (object_to_world @ local.T).T[:, :3]
+
+
+def roi_to_box(volume, roi_node) -> list[int]:
+    """The ROI as the server's box [i0, j0, i1, j1, k0, k1]: inclusive voxel indices, clipped to the volume.
+
+    The box is the smallest index-aligned box holding all 8 ROI corners, so an ROI drawn in RAS on an oblique
+    volume still covers what the user drew.
+    """
+    to_ijk = world_to_ijk(volume)
+    corners = np.hstack([_roi_corners_world(roi_node), np.ones((8, 1))])
+    ijk = (to_ijk @ corners.T).T[:, :3]
+    low = np.floor(ijk.min(axis=0) + 0.5).astype(int)
+    high = np.floor(ijk.max(axis=0) + 0.5).astype(int)
+    dims = np.array(dimensions(volume))
+    if np.any(high < 0) or np.any(low > dims - 1):
+        raise ValueError("The ROI box does not overlap the volume.")
+    low = np.clip(low, 0, dims - 1)
+    high = np.clip(high, 0, dims - 1)
+    return [int(low[0]), int(low[1]), int(high[0]), int(high[1]), int(low[2]), int(high[2])]
+
+
+def build_prompts(volume, roi_node=None, foreground_node=None, background_node=None) -> dict:
+    """The interactive model's prompt params from the user's markups; keys only for prompts that exist."""
+    prompts: dict = {}
+    if roi_node is not None:
+        prompts["roi"] = roi_to_box(volume, roi_node)
+    foreground = points_to_indices(volume, foreground_node)
+    background = points_to_indices(volume, background_node)
+    if foreground:
+        prompts["foreground"] = foreground
+    if background:
+        prompts["background"] = background
+    if not prompts:
+        raise ValueError("Place an ROI box or at least one foreground point first.")
+    return prompts
+
+
+# ---- volumes to and from files ----------------------------------------------------------------------------------
+
+
+def write_volume(volume, path: Path) -> Path:
+    """Write a volume node as NIfTI (or any ITK format by suffix) with its real spacing, origin and direction."""
+    if volume.GetParentTransformNode() is not None:
+        raise ValueError(f"'{volume.GetName()}' is under a transform; harden it before uploading.")
+    path = Path(path)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(1)
+    if not storage.WriteData(volume):
+        raise OSError(f"Could not write '{volume.GetName()}' to {path}.")
+    return path
+
+
+def read_volume(scene, path: Path, name: str, labelmap: bool = False, add: bool = True, native_ijk: bool = True):
+    """Read a volume file into a new volume node; not added to the scene if add=False.
+
+    With native_ijk (the default, used for every file from the server) the node keeps the file's own voxel order.
+    Slicer's loader otherwise flips one axis of a left-handed file (e.g. slices stored head-to-feet), which keeps
+    the anatomy in place but makes Slicer's k index differ from the server's, so prompts would hit the wrong slice.
+    """
+    node = slicer.vtkMRMLLabelMapVolumeNode() if labelmap else slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetForceRightHandedIJKCoordinateSystem(not native_ijk)
+    if labelmap:
+        storage.SetSingleFile(1)
+    if not storage.ReadData(node):
+        raise OSError(f"Could not read a volume from {Path(path).name}.")
+    if add:
+        scene.AddNode(node)
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def same_grid(a, b, tolerance: float = GRID_TOLERANCE) -> bool:
+    """True when two volume nodes have the same dimensions and IJK-to-RAS geometry."""
+    return dimensions(a) == dimensions(b) and np.allclose(ijk_to_ras(a), ijk_to_ras(b), atol=tolerance)
+
+
+# ---- labels to and from segmentations ---------------------------------------------------------------------------
+
+
+def ensure_segmentation_converters() -> None:
+    """Register the segmentation converter rules the Segmentations module registers in the Slicer application.
+
+    Without them the converter factory cannot construct a binary labelmap, so copying a segment into another
+    segmentation (vtkSegment::DeepCopy, vtkSegmentation::AddSegment) fails and the segment is silently dropped.
+    slicer-core (pytest, scripts) does not run the module's setup. Rules already present are not registered
+    again, so inside Slicer this changes nothing.
+    """
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    present = {rule.GetClassName() for rule in factory.GetConverterRules()}
+    for class_name in CONVERTER_RULES:
+        if class_name not in present:
+            factory.RegisterConverterRule(getattr(slicer, class_name)())
+
+
+def label_names(labels) -> dict[int, str]:
+    """Label value -> name from the server's /info/ "labels" (a dict name->value, or a list of names)."""
+    if isinstance(labels, Mapping):
+        return {int(v): str(k) for k, v in labels.items() if str(v).lstrip("-").isdigit() and int(v) != 0}
+    if isinstance(labels, Sequence) and not isinstance(labels, str):
+        return {i + 1: str(name) for i, name in enumerate(labels)}
+    return {}
+
+
+def label_file_to_segmentation(
+    scene,
+    label_path: Path,
+    volume,
+    name: str,
+    names: Mapping[int, str] | None = None,
+    color: Sequence[float] | None = None,
+):
+    """A server label file as a new segmentation node on `volume`'s geometry.
+
+    The file is checked against the volume's grid before anything is added, so a mismatched answer
+    changes nothing in the scene.
+    """
+    ensure_segmentation_converters()
+    label = read_volume(scene, label_path, f"{name}_label", labelmap=True, add=False)
+    if not same_grid(label, volume):
+        raise ValueError("The server's label is not on the volume's voxel grid; nothing was added to the scene.")
+    label.CopyOrientation(volume)  # remove float32 rounding from the file so the grids match exactly
+    scene.AddNode(label)
+    segmentation = slicer.vtkMRMLSegmentationNode()
+    segmentation.SetName(name)
+    scene.AddNode(segmentation)
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    try:
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label, segmentation):
+            raise ValueError("Slicer could not turn the server's label into segments.")
+    except Exception:
+        scene.RemoveNode(segmentation)
+        raise
+    finally:
+        scene.RemoveNode(label)
+    seg = segmentation.GetSegmentation()
+    for n in range(seg.GetNumberOfSegments()):
+        segment = seg.GetNthSegment(n)
+        value = segment.GetLabelValue()
+        if names and value in names:
+            segment.SetName(names[value])
+        if color is not None:
+            segment.SetColor(*color[:3])
+    return segmentation
+
+
+def segmentation_to_array(segmentation, volume, values: Mapping[str, int] | None = None) -> np.ndarray:
+    """Segments painted into one [k, j, i] array on the volume's grid; a segment's value comes from `values`
+    by name, else from its position (1, 2, ...)."""
+    ensure_segmentation_converters()
+    scene = segmentation.GetScene()
+    out = np.zeros(dimensions(volume)[::-1], dtype=np.uint8)
+    seg = segmentation.GetSegmentation()
+    for n in range(seg.GetNumberOfSegments()):
+        segment_id = seg.GetNthSegmentID(n)
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+        scene.AddNode(labelmap)
+        try:
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation, ids, labelmap, volume
+            ):
+                raise ValueError(f"Could not export segment '{seg.GetNthSegment(n).GetName()}'.")
+            mask = voxel_array(labelmap) > 0
+        finally:
+            scene.RemoveNode(labelmap)
+        value = (values or {}).get(seg.GetNthSegment(n).GetName(), n + 1)
+        out[mask] = value
+    return out
+
+
+def segmentation_to_label_file(segmentation, volume, path: Path, values: Mapping[str, int] | None = None) -> Path:
+    """Write a segmentation as a label file on the volume's grid, ready for PUT /datastore/label."""
+    array = segmentation_to_array(segmentation, volume, values)
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    labelmap.CopyOrientation(volume)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*dimensions(volume))
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    flat[:] = array.ravel()
+    labelmap.SetAndObserveImageData(image)
+    return write_volume(labelmap, path)
+
+
+def set_visible(segmentation, visible: bool) -> None:
+    """Show or hide a segmentation in every view (the base/adapted review toggle)."""
+    display = segmentation.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility(bool(visible))
+
+
+def merge_segments(target, source) -> list[str]:
+    """Copy every segment of `source` into `target`, replacing target segments of the same name in place.
+
+    Used after a result was fully imported and checked, so a failed call never touches the user's segmentation:
+    a segment is copied first and the one it replaces is removed only once the copy is in. Returns the names merged.
+    """
+    ensure_segmentation_converters()
+    src = source.GetSegmentation()
+    dst = target.GetSegmentation()
+    names = []
+    for n in range(src.GetNumberOfSegments()):
+        segment_id = src.GetNthSegmentID(n)
+        name = src.GetSegment(segment_id).GetName()
+        old = dst.GetSegmentIdBySegmentName(name)
+        before = set(dst.GetSegmentIDs())
+        # The copy keeps `segment_id` unless the target already has it, then it gets a fresh unique id.
+        if not dst.CopySegmentFromSegmentation(src, segment_id):
+            raise ValueError(f"Slicer could not add the segment '{name}' to '{target.GetName()}'.")
+        (new,) = set(dst.GetSegmentIDs()) - before
+        if old:
+            dst.SetSegmentIndex(new, dst.GetSegmentIndex(old))  # take the replaced segment's place in the list
+            dst.RemoveSegment(old)
+        names.append(name)
+    return names
+
+
+def working_segmentation(scene, volume, name: str | None = None):
+    """The segmentation node the user edits for `volume` (created on first use, referenced from the volume)."""
+    ensure_segmentation_converters()
+    role = "MedFMAdapt.segmentation"
+    node = volume.GetNodeReference(role)
+    if node is None:
+        node = slicer.vtkMRMLSegmentationNode()
+        node.SetName(name or f"{volume.GetName()} segmentation")
+        scene.AddNode(node)
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        volume.SetNodeReferenceID(role, node.GetID())
+    return node
+
+
+def sanitize_id(name: str) -> str:
+    """A volume name as a server image id: letters, digits, '-', '_' only."""
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return cleaned or "volume"

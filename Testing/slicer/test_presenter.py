@@ -1,0 +1,198 @@
+"""The panel's rules without Qt: which actions are live in each state, and the status line for each failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from MedFMAdapt.MedFMAdaptLib.errors import (
+    BadResponse,
+    ConnectionFailed,
+    HTTPFailure,
+    NotAvailable,
+    ServerTimeout,
+    TLSFailure,
+)
+from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, describe_error
+
+INFO = {
+    "name": "MedFMAdapt",
+    "models": {
+        "medsam_interactive": {"type": "annotation", "fm": "MedSAM-Lite"},
+        "medsam_auto": {"type": "segmentation"},
+    },
+    "trainers": {"medsam_adapt": {}},
+    "strategies": {"uncertainty": {}, "random": {}},
+    "labels": {"lesion": 1},
+    "train_stats": {
+        "medsam_adapt": {
+            "version": "v2",
+            "method": "lora",
+            "history": [
+                {"epoch": 1, "train_loss": 0.9, "val_dice": 0.61},
+                {"epoch": 2, "train_loss": 0.7, "val_dice": 0.74},
+            ],
+        }
+    },
+}
+
+
+@pytest.fixture
+def connected() -> Presenter:
+    presenter = Presenter()
+    presenter.connected("http://127.0.0.1:8000", INFO, adapters=None)
+    return presenter
+
+
+def test_before_connecting_only_connect_is_live():
+    assert Presenter().enabled_actions() == {Action.CONNECT}
+
+
+def test_connected_without_volume(connected):
+    assert connected.enabled_actions() == {Action.CONNECT, Action.NEXT_SAMPLE, Action.START_TRAINING}
+    assert "MedSAM-Lite" in connected.state.status and "v2" in connected.state.status
+
+
+def test_volume_selected_then_uploaded_then_prompted(connected):
+    connected.volume_changed(True)
+    assert Action.UPLOAD in connected.enabled_actions()
+    assert Action.AUTO_SEGMENT not in connected.enabled_actions()  # the server does not have it yet
+
+    connected.volume_changed(True, image_id="case7")
+    live = connected.enabled_actions()
+    assert {Action.AUTO_SEGMENT, Action.REVIEW} <= live
+    assert Action.SEGMENT not in live and Action.SUBMIT not in live
+
+    connected.state.has_prompts = True
+    connected.state.has_result = True
+    assert {Action.SEGMENT, Action.SUBMIT} <= connected.enabled_actions()
+
+    connected.volume_changed(True, image_id="case8")  # a new volume drops the old result
+    assert Action.SUBMIT not in connected.enabled_actions()
+
+
+def test_busy_disables_everything_but_stop_training(connected):
+    connected.volume_changed(True, image_id="case7")
+    connected.state.training = True
+    connected.begin(Action.AUTO_SEGMENT)
+    assert connected.enabled_actions() == set()  # stop waits until the current call returns
+    connected.succeeded("done")
+    assert Action.STOP_TRAINING in connected.enabled_actions()
+    assert Action.START_TRAINING not in connected.enabled_actions()
+
+
+def test_registry_actions_need_the_registry(connected):
+    assert not connected.enabled(Action.ACTIVATE) and not connected.enabled(Action.ROLLBACK)
+    registry = [
+        {"version": "base", "active": False, "val_dice": 0.55},
+        {"version": "v1", "method": "lora", "val_dice": 0.71, "active": True},
+        {"version": "v2", "method": "dora", "val_dice": 0.74},
+    ]
+    connected.connected("http://127.0.0.1:8000", INFO, adapters=registry)
+    assert connected.state.selected_adapter == "v1"
+    assert not connected.enabled(Action.ACTIVATE)  # v1 is already active
+    connected.state.selected_adapter = "v2"
+    assert connected.enabled(Action.ACTIVATE) and connected.enabled(Action.ROLLBACK)
+    assert [a.label for a in connected.state.adapters][1] == "v1 (lora), held-out Dice 0.710 [active]"
+
+
+def test_adapters_without_registry_come_from_train_stats(connected):
+    rows = connected.state.adapters
+    assert [(r.version, r.active, r.dice) for r in rows] == [("base", False, None), ("v2", True, 0.74)]
+
+
+def test_training_progress_and_outcomes(connected):
+    connected.training_update({"status": "RUNNING"}, INFO, max_epochs=4)
+    assert connected.state.training and connected.state.progress == 0.5
+    assert connected.state.status == "Adapting: epoch 2 of 4, validation Dice 0.740."
+    connected.training_update({"status": "DONE"}, INFO, max_epochs=4)
+    assert not connected.state.training and connected.state.progress == 1.0
+    assert "v2 is ready" in connected.state.status
+    connected.training_update({"status": "ERROR", "details": ["loading", "CUDA out of memory"]}, None, 4)
+    assert connected.state.status == "Adaptation failed on the server: CUDA out of memory"
+
+
+def test_sample_reason(connected):
+    connected.sample_chosen("uncertainty", {"id": "lung2", "reason": "highest disagreement between adapters"})
+    assert connected.state.status == "uncertainty chose lung2: highest disagreement between adapters"
+
+
+def test_failed_connect_leaves_panel_disconnected(connected):
+    connected.begin(Action.CONNECT)
+    connected.failed(ConnectionFailed("[Errno 111] Connection refused", "http://10.0.0.9:8000/info/"))
+    assert not connected.state.connected and connected.enabled_actions() == {Action.CONNECT}
+
+
+URL = "http://127.0.0.1:8000/infer/medsam_interactive?image=x"
+
+
+@pytest.mark.parametrize(
+    ("error", "action", "expected"),
+    [
+        (
+            ConnectionFailed("[Errno 111] Connection refused", URL),
+            Action.CONNECT,
+            "Cannot reach http://127.0.0.1:8000: nothing answered ([Errno 111] Connection refused). "
+            "Check the address and that the server is running.",
+        ),
+        (
+            ServerTimeout("no answer", URL, 20.0),
+            Action.SEGMENT,
+            "The server did not answer within 20 s while segmenting from your prompts. "
+            "It may be busy (adaptation shares its CPU); try again in a moment.",
+        ),
+        (
+            HTTPFailure(422, "roi must be [i0, j0, i1, j1, k0, k1] inside the image", URL),
+            Action.SEGMENT,
+            "The server refused to segment from the prompts: roi must be [i0, j0, i1, j1, k0, k1] inside the image",
+        ),
+        (
+            HTTPFailure(401, "invalid token", URL),
+            Action.UPLOAD,
+            "The server refused the access token (HTTP 401): invalid token. Check the token.",
+        ),
+        (
+            HTTPFailure(500, "Failed to execute infer", URL),
+            Action.AUTO_SEGMENT,
+            "The server failed while segmenting automatically (HTTP 500): Failed to execute infer. "
+            "Nothing was changed in your scene; the server log has the details.",
+        ),
+        (
+            BadResponse("the server's reply is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+            Action.CONNECT,
+            "The server's reply could not be read while connecting: the server's reply is not valid JSON "
+            "(Expecting value: line 1 column 1 (char 0)). Are the server app and this module the same version?",
+        ),
+        (
+            NotAvailable(404, "Not Found", "http://h/medfm/adapters/rollback"),
+            Action.ROLLBACK,
+            "This server cannot roll back the adapter yet: it has no adapter registry. "
+            "Update the MedFMAdapt server app.",
+        ),
+        (
+            TLSFailure("CERTIFICATE_VERIFY_FAILED", URL),
+            Action.CONNECT,
+            "The server's certificate could not be verified (CERTIFICATE_VERIFY_FAILED). "
+            "Turn off 'Verify certificate' only for a server you trust.",
+        ),
+        (
+            ValueError("The point at RAS (1.0, 2.0, 3.0) is outside the volume."),
+            Action.SEGMENT,
+            "The point at RAS (1.0, 2.0, 3.0) is outside the volume.",
+        ),
+    ],
+)
+def test_status_line_for_each_failure(error, action, expected):
+    assert describe_error(error, action) == expected
+
+
+def test_bad_json_error_comes_from_a_real_parse():
+    """The BadResponse text above is what the client really produces for a non-JSON body."""
+    from MedFMAdapt.MedFMAdaptLib.client import Response
+
+    with pytest.raises(BadResponse) as caught:
+        Response(200, {}, b"<html>proxy error</html>").json()
+    assert str(caught.value).startswith("the server's reply is not valid JSON")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads("<html>")
