@@ -18,6 +18,7 @@ from lib.datastore import ValidatingDatastore
 from lib.http_errors import plain_errors
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.job import label_tokens
+from lib.medfm.registry import Registry
 from lib.trainers.medsam_adapt import training_images
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,12 @@ class MedFMAdaptApp(MONAILabelApp):
             from monailabel.app import app as fastapi_app
 
             from lib.preflight import install_train_preflight
+            from lib.registry_api import build_router
 
             install_train_preflight(fastapi_app, self.check_train_request)
+            if not any(getattr(r, "path", "").startswith("/medfm/") for r in fastapi_app.router.routes):
+                fastapi_app.include_router(build_router(Registry(self.medsam.service), self.datastore()))
+                fastapi_app.openapi_schema = None  # regenerate so /openapi.json lists the registry
 
     def init_datastore(self):
         from monailabel.config import settings

@@ -39,4 +39,9 @@ class MedSAMInferTask(InferTask):
             fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix=f"medfm-{self.mode}-")
             os.close(fd)
             write_label(result.label, volume, out)
-            return out, {**self.service.provenance(result, volume), "mode": self.mode}
+            params = {**self.service.provenance(result, volume), "mode": self.mode}
+            if result.uncertainty is not None:
+                name = self.service.save_uncertainty(result, volume)
+                params["uncertainty"] = {"url": f"/medfm/results/{name}", "measure": "binary entropy (nats)",
+                                         "max": round(float(result.uncertainty.max()), 4)}
+            return out, params

@@ -16,10 +16,11 @@ import shutil
 import uuid
 from pathlib import Path
 
+from filelock import FileLock
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import InputError, NotFoundError
+from .errors import ConflictError, InputError, NotFoundError
 
 BASE = "base"
 VERSION_RE = re.compile(r"^v\d{4,}$")
@@ -42,6 +43,9 @@ class AdapterStore:
     def __init__(self, root: str | os.PathLike, fm_name: str):
         self.root = Path(root) / fm_name
         self.root.mkdir(parents=True, exist_ok=True)
+        # One lock for every change to versions or the active pointer, across threads and processes
+        # (the server and MONAI Label's training subprocess both write here).
+        self.lock = FileLock(str(self.root / ".lock"))
 
     # ---- naming -------------------------------------------------------------------------------------------
     def check_id(self, version: str) -> str:
@@ -66,16 +70,57 @@ class AdapterStore:
         return json.loads((self.path(version) / MANIFEST).read_text())
 
     # ---- active pointer -----------------------------------------------------------------------------------
-    def active(self) -> str:
+    def _pointer(self) -> dict:
         pointer = self.root / "active.json"
         if not pointer.is_file():
-            return BASE
-        version = json.loads(pointer.read_text()).get("version") or BASE
+            return {"version": BASE, "history": []}
+        data = json.loads(pointer.read_text())
+        return {"version": data.get("version") or BASE, "history": list(data.get("history", []))}
+
+    def active(self) -> str:
+        version = self._pointer()["version"]
         return version if version == BASE or (self.root / version / MANIFEST).is_file() else BASE
 
+    def history(self) -> list[str]:
+        """Earlier active versions, oldest first: what rollback walks back through."""
+        return self._pointer()["history"]
+
     def set_active(self, version: str) -> None:
-        self.check_id(version)
-        write_json_atomic(self.root / "active.json", {"version": version})
+        """Make `version` active; the one it replaces is remembered for rollback."""
+        with self.lock:
+            self.check_id(version)
+            pointer = self._pointer()
+            if pointer["version"] != version:
+                pointer["history"].append(pointer["version"])
+            write_json_atomic(self.root / "active.json", {"version": version, "history": pointer["history"][-100:]})
+
+    def rollback(self) -> str:
+        """Re-activate the previous active version (skipping deleted ones); `base` when there is none."""
+        with self.lock:
+            pointer = self._pointer()
+            history = pointer["history"]
+            while history:
+                previous = history.pop()
+                if previous == BASE or (self.root / previous / MANIFEST).is_file():
+                    break
+            else:
+                if pointer["version"] == BASE:
+                    raise ConflictError("nothing to roll back to: the base FM is active and there is no history")
+                previous = BASE
+            write_json_atomic(self.root / "active.json", {"version": previous, "history": history})
+            return previous
+
+    def delete(self, version: str) -> None:
+        """Remove a version that is not active; it vanishes by one rename before its files are removed."""
+        with self.lock:
+            if version == BASE:
+                raise InputError("the base FM cannot be deleted")
+            self.check_id(version)
+            if version == self.active():
+                raise ConflictError(f"adapter '{version}' is active; activate another version or roll back first")
+            trash = self.root / f".deleted-{version}-{uuid.uuid4().hex}"
+            os.rename(self.root / version, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
     def resolve(self, requested: str | None) -> str:
         """`None` or '' means the active version."""
@@ -83,30 +128,46 @@ class AdapterStore:
 
     # ---- writing ------------------------------------------------------------------------------------------
     def staging(self) -> Path:
-        path = self.root / f".staging-{uuid.uuid4().hex}"
+        """A private folder to write a version into; the writer's pid in its name tells when it is abandoned."""
+        path = self.root / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
         path.mkdir()
         return path
 
     def commit(self, staging: Path, manifest: dict) -> str:
         """Give a finished staging folder the next version id by one atomic rename; return that id."""
+        with self.lock:
+            return self._commit(staging, manifest)
+
+    def _commit(self, staging: Path, manifest: dict) -> str:
+        counter = self.root / "last_id.json"
+        last = json.loads(counter.read_text())["last"] if counter.is_file() else 0
         for _ in range(1000):
-            numbers = [int(v[1:]) for v in self.versions()] + [0]
-            version = f"v{max(numbers) + 1:04d}"
+            numbers = [int(v[1:]) for v in self.versions()] + [last]
+            version = f"v{max(numbers) + 1:04d}"  # never reuses a deleted version's id
             manifest = {**manifest, "id": version}
             write_json_atomic(staging / MANIFEST, manifest)
             try:
-                os.rename(staging, self.root / version)  # fails if another writer took the id first
-                return version
+                os.rename(staging, self.root / version)  # fails if the id exists: try the next one
             except OSError:
+                last = max(numbers) + 1
                 continue
+            write_json_atomic(counter, {"last": int(version[1:])})
+            return version
         raise RuntimeError("could not allocate an adapter version id")
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
     def clean_stale_staging(self) -> None:
-        for p in self.root.glob(".staging-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        """Leftovers of writers that died: never versions, safe to remove once no writer holds the lock."""
+        with self.lock:
+            for p in [*self.root.glob(".staging-*"), *self.root.glob(".deleted-*"), *self.root.glob(".tmp-*")]:
+                if _writer_alive(p.name):
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
     # ---- loading ------------------------------------------------------------------------------------------
     def apply(self, base_model: nn.Module, version: str) -> nn.Module:
@@ -124,6 +185,23 @@ class AdapterStore:
             check_state_fits(model, state)
             model.load_state_dict(state, strict=False)
         return model.eval()
+
+
+def _writer_alive(name: str) -> bool:
+    """`.staging-<pid>-...` and `.tmp-<pid>-...` name their writer; is that process still running?"""
+    parts = name.split("-")
+    if len(parts) < 3 or not parts[1].isdigit() or name.startswith(".deleted-"):
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True  # ours: another thread may be writing it right now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_state_fits(model: nn.Module, state: dict) -> None:

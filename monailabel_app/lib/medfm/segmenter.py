@@ -32,6 +32,13 @@ class SegmentationResult:
     adapter: str
     slices: list[int]
     timing: dict = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None  # float32 binary entropy of the predicted probability, in nats
+
+
+def binary_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of sigmoid(logits): 0 where the model is sure, ln 2 (0.693) where it is guessing."""
+    p = torch.sigmoid(logits.float()).clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
 @dataclass
@@ -118,7 +125,7 @@ class Segmenter:
 
     # ---- interactive --------------------------------------------------------------------------------------
     def interactive(self, volume: Volume, prompts: VolumePrompts, version: str = BASE,
-                    max_propagation: int = 32) -> SegmentationResult:
+                    max_propagation: int = 32, uncertainty: bool = False) -> SegmentationResult:
         """Segment from clicks and/or an roi box; the box follows the structure from slice to slice.
 
         With an roi the whole slice range is covered (each slice prompted by the box around the previous slice's
@@ -139,10 +146,12 @@ class Segmenter:
             first = max(0, seeds[0] - max_propagation)
             last = min(volume.n_slices - 1, seeds[-1] + max_propagation)
         masks: dict[int, np.ndarray] = {}
+        entropies: dict[int, np.ndarray] = {}  # per-slice uncertainty, kept whether or not it is asked for
         for k in seeds:
             clicks = prompts.clicks.get(k, [])
             boxes = [prompts.box] if prompts.box is not None else _click_boxes(volume, clicks)
-            masks[k] = self._segment_slice(volume, version, model, k, boxes, clicks, counters, require_quality=False)
+            masks[k], entropies[k] = self._segment_slice(volume, version, model, k, boxes, clicks, counters,
+                                                         require_quality=False)
         for direction, stop in ((1, last), (-1, first)):
             start = seeds[-1] if direction == 1 else seeds[0]
             previous = masks[start]
@@ -155,16 +164,19 @@ class Segmenter:
                     break
                 if prompts.box is not None:
                     box = _clip_box(box, prompts.box)
-                mask = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []), counters,
-                                           require_quality=prompts.box is None)
+                mask, entropies[k] = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []),
+                                                         counters, require_quality=prompts.box is None)
                 if mask is None or not mask.any():
                     break
                 masks[k] = previous = mask
+        entropy = np.zeros(volume.shape, np.float32) if uncertainty else None
         for k, mask in masks.items():
             if mask is not None:
                 volume.put_slice(label, k, mask.astype(np.uint8))
+                if entropy is not None:
+                    volume.put_slice(entropy, k, entropies[k])
         return SegmentationResult(label=label, adapter=version, slices=sorted(k for k in masks if masks[k] is not None),
-                                  timing=_timing(counters, total_start))
+                                  timing=_timing(counters, total_start), uncertainty=entropy)
 
     def _segment_slice(self, volume, version, model, k, boxes, clicks, counters, require_quality: bool):
         """Decode slice `k` with each candidate box (plus the clicks); keep the mask the decoder rates best."""
@@ -175,12 +187,12 @@ class Segmenter:
         logits, quality = self._decode(model, items, counters)
         best = int(np.argmax(quality))
         if require_quality and quality[best] < MIN_PROPAGATION_QUALITY:
-            return None
-        return (logits[best] > 0).cpu().numpy()
+            return None, None
+        return (logits[best] > 0).cpu().numpy(), binary_entropy(logits[best]).cpu().numpy()
 
     # ---- automatic ----------------------------------------------------------------------------------------
     def automatic(self, volume: Volume, version: str, slice_range: tuple[int, int] | None = None,
-                  labels: dict[str, int] | None = None) -> SegmentationResult:
+                  labels: list[str] | None = None, uncertainty: bool = False) -> SegmentationResult:
         """Prompt-free segmentation of every label the adapter learned; overlaps go to the most confident label."""
         if version == BASE:
             raise ConflictError("automatic segmentation needs a trained adapter: the base FM has no prompt-free "
@@ -197,6 +209,7 @@ class Segmenter:
         counters = _Counters()
         first, last = slice_range or (0, volume.n_slices - 1)
         label = np.zeros(volume.shape, dtype=np.uint8)
+        entropy = np.zeros(volume.shape, np.float32) if uncertainty else None
         names = sorted(learned)
         for start in range(first, last + 1, self.batch_size):
             indices = list(range(start, min(start + self.batch_size, last + 1)))
@@ -210,8 +223,10 @@ class Segmenter:
                 positive = (stack.max(0).values > 0).cpu().numpy()
                 values = np.asarray([learned[n]["value"] for n in names], dtype=np.uint8)
                 volume.put_slice(label, k, np.where(positive, values[best], 0).astype(np.uint8))
+                if entropy is not None:  # the least certain label decides how sure this voxel is
+                    volume.put_slice(entropy, k, binary_entropy(stack).max(0).values.cpu().numpy())
         return SegmentationResult(label=label, adapter=version, slices=list(range(first, last + 1)),
-                                  timing=_timing(counters, total_start))
+                                  timing=_timing(counters, total_start), uncertainty=entropy)
 
 
 def _has_fg(clicks) -> bool:

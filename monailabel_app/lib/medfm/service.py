@@ -6,9 +6,12 @@ The MONAI Label infer and train tasks are thin wrappers over this, and a benchma
 from __future__ import annotations
 
 import os
+import re
 import threading
+import uuid
 from collections import OrderedDict
 from functools import cached_property
+from pathlib import Path
 
 from .adapter_store import AdapterStore
 from .backends import get_backend
@@ -17,7 +20,18 @@ from .errors import InputError
 from .prompts import parse_roi, resolve
 from .segmenter import SegmentationResult, Segmenter
 from .settings import Settings
-from .volume import Volume, load_volume
+from .volume import Volume, load_volume, write_image
+
+RESULT_NAME = re.compile(r"^uncertainty-[0-9a-f]{32}\.nii\.gz$")
+
+
+def _flag(params: dict, name: str) -> bool:
+    value = params.get(name, False)
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0", ""):
+            raise InputError(f"'{name}' must be true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    return bool(value)
 
 
 class MedFMService:
@@ -59,7 +73,7 @@ class MedFMService:
         volume = self.volume(path, params.get("modality"))
         prompts = resolve(volume, params.get("foreground"), params.get("background"), params.get("roi"))
         version = self.store.resolve(params.get("adapter"))
-        return volume, self.segmenter.interactive(volume, prompts, version)
+        return volume, self.segmenter.interactive(volume, prompts, version, uncertainty=_flag(params, "uncertainty"))
 
     def automatic(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
         volume = self.volume(path, params.get("modality"))
@@ -72,7 +86,26 @@ class MedFMService:
         labels = params.get("labels")
         if labels is not None and not isinstance(labels, list | tuple):
             raise InputError("'labels' must be a list of label names")
-        return volume, self.segmenter.automatic(volume, version, slice_range, labels)
+        return volume, self.segmenter.automatic(volume, version, slice_range, labels,
+                                                uncertainty=_flag(params, "uncertainty"))
+
+    def save_uncertainty(self, result: SegmentationResult, volume: Volume, keep: int = 50) -> str:
+        """Write the uncertainty map for GET /medfm/results/<name>; only the newest `keep` maps are kept."""
+        folder = self.settings.models_dir / "results"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"uncertainty-{uuid.uuid4().hex}.nii.gz"
+        write_image(result.uncertainty, volume.reference, folder / name)
+        for old in sorted(folder.glob("uncertainty-*.nii.gz"), key=lambda p: p.stat().st_mtime)[:-keep]:
+            old.unlink(missing_ok=True)
+        return name
+
+    def result_path(self, name: str) -> Path:
+        if not RESULT_NAME.match(name or ""):
+            raise InputError(f"result name {name!r} is not valid", status=404)
+        path = self.settings.models_dir / "results" / name
+        if not path.is_file():
+            raise InputError(f"result {name} does not exist (only the newest maps are kept)", status=404)
+        return path
 
     def provenance(self, result: SegmentationResult, volume: Volume) -> dict:
         manifest = self.store.manifest(result.adapter)

@@ -175,18 +175,16 @@ def check_same_grid(label: sitk.Image, image: sitk.Image, tolerance: float = 1e-
 
 def write_label(label_ijk: np.ndarray, reference: Volume | sitk.Image, out_path: str | os.PathLike) -> str:
     """Write an [i, j, k] label map on the reference's grid (spacing, origin, direction copied exactly)."""
+    return write_image(label_ijk.astype(np.uint8), reference, out_path)
+
+
+def write_image(array_ijk: np.ndarray, reference: Volume | sitk.Image, out_path: str | os.PathLike) -> str:
+    """Write any [i, j, k] array on the reference's grid, atomically (same folder, then rename)."""
     ref = reference.reference if isinstance(reference, Volume) else reference
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(label_ijk.astype(np.uint8), (2, 1, 0))))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array_ijk, (2, 1, 0))))
     image.CopyInformation(ref)
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".tmp-{os.getpid()}-{out_path.name}")  # same folder and extension: atomic rename
+    tmp = out_path.with_name(f".tmp-{os.getpid()}-{out_path.name}")
     sitk.WriteImage(image, str(tmp), useCompression=True)
     os.replace(tmp, out_path)
-    return str(out_path)
-
-
-def write_image(array_ijk: np.ndarray, reference: sitk.Image, out_path: str | os.PathLike) -> str:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array_ijk, (2, 1, 0))))
-    image.CopyInformation(reference)
-    sitk.WriteImage(image, str(out_path), useCompression=True)
     return str(out_path)

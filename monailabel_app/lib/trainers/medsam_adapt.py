@@ -14,7 +14,16 @@ from lib.medfm.adaptation import METHODS, AdaptConfig
 from lib.medfm.adaptation.data import LabelledImage
 from lib.medfm.adaptation.job import run_adaptation
 from lib.medfm.adapter_store import write_json_atomic
+from lib.medfm.evaluation import HeldOutCase
+from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
+
+
+def heldout_images(datastore: Datastore) -> list[HeldOutCase]:
+    """Labelled images the site marked held-out: evaluated on, never trained on."""
+    final = DefaultLabelTag.FINAL.value
+    return [HeldOutCase(i, datastore.get_image_uri(i), datastore.get_label_uri(i, final))
+            for i in sorted(datastore.get_labeled_images(final)) if datastore.get_image_info(i).get("held_out")]
 
 
 def training_images(datastore: Datastore, only: list[str] | None = None) -> list[LabelledImage]:
@@ -73,5 +82,9 @@ class MedSAMAdapt(TrainTask):
             self._write_stats({**stats, "status": "ERROR", "error": str(err)})
             print(f"ERROR: {err}", file=sys.stderr, flush=True)
             raise
-        self._write_stats({**stats, "status": "DONE", "version": summary["version"], "summary": summary})
+        decision = Registry(service).guard(summary["version"], heldout_images(datastore), cfg.regression_margin)
+        summary["decision"] = decision
+        log(f"DECISION {summary['version']}: {decision['reason']}")
+        self._write_stats({**stats, "status": "DONE", "version": summary["version"], "summary": summary,
+                           "active": service.store.active()})
         return summary

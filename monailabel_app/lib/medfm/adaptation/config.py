@@ -32,6 +32,7 @@ class AdaptConfig:
     auto_head: bool = True
     box_jitter: float = 0.1
     labels: list[str] | None = None
+    regression_margin: float = 0.02  # held-out Dice the new adapter may lose against the active one and go live
     images: list[str] | None = None  # train on these datastore ids only (default: every labelled, non-held-out)
     note: str = ""
     extra: dict = field(default_factory=dict)
@@ -77,6 +78,8 @@ class AdaptConfig:
             bad(f"max_seconds must be positive, got {self.max_seconds}")
         if not 0 <= self.val_fraction < 1:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not -1 <= self.regression_margin <= 1:
+            bad(f"regression_margin must be in [-1, 1], got {self.regression_margin}")
         if not 0 <= self.box_jitter <= 1:
             bad(f"box_jitter must be in [0, 1], got {self.box_jitter}")
         if self.target_modules is not None:

@@ -1,4 +1,7 @@
-"""One adaptation job end to end: split by image, train, save the adapter as a new version, report."""
+"""One adaptation job end to end: split by image, train, save the adapter as a new (inactive) version, report.
+
+Whether the new version goes live is the registry's decision (its held-out regression guard), not the job's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..adapter_archive import file_hashes
 from ..adapter_store import AdapterStore
 from ..backends import FMBackend
 from ..errors import InputError
@@ -61,6 +65,7 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     staging = store.staging()
     try:
         sizes = save_adapter(result.model, cfg, staging)
+        hashes = file_hashes(staging)
         manifest = {
             "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": cfg.method,
             "config": cfg.to_json(), "labels": labels, "auto_head": cfg.auto_head, "parent": store.active(),
@@ -69,7 +74,8 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
             "metrics": {"best": result.best, "base": result.base_val, "history": result.history},
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "trainable_fraction": round(result.trainable_params / result.total_params, 6),
-            "files": sizes, "adapter_bytes": sum(sizes.values()), "peak_memory_mb": result.peak_memory_mb,
+            "files": sizes, "files_sha256": hashes, "adapter_bytes": sum(sizes.values()),
+            "peak_memory_mb": result.peak_memory_mb,
             "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": {"device": device, "torch": torch.__version__, "host": platform.machine()},
@@ -78,7 +84,6 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     except BaseException:
         store.discard(staging)
         raise
-    store.set_active(version)
     summary = {
         "version": version, "method": cfg.method, "epochs": len(result.history),
         "trainable_params": result.trainable_params, "trainable_fraction": manifest["trainable_fraction"],
