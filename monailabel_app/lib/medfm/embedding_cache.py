@@ -94,8 +94,11 @@ class EmbeddingCache:
             return
         path = self.disk_dir / key.filename()
         tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
-        save_file({"embedding": tensor}, str(tmp))
-        os.replace(tmp, path)
+        try:
+            save_file({"embedding": tensor}, str(tmp))
+            os.replace(tmp, path)
+        except OSError:  # a full disk only costs the disk copy; the memory cache still has it
+            tmp.unlink(missing_ok=True)
 
     def stats(self) -> dict:
         with self._lock:

@@ -185,6 +185,10 @@ def write_image(array_ijk: np.ndarray, reference: Volume | sitk.Image, out_path:
     image.CopyInformation(ref)
     out_path = Path(out_path)
     tmp = out_path.with_name(f".tmp-{os.getpid()}-{out_path.name}")
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    os.replace(tmp, out_path)
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return str(out_path)
