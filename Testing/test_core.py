@@ -127,9 +127,10 @@ def test_adapter_store_versions_are_atomic_and_checked(tmp_path):
     for bad in ("../v0001", "v1", "latest", "v0001/../../x"):
         with pytest.raises(InputError):
             store.check_id(bad)
-    leftover = store.staging()
+    in_progress = store.staging()
     store.clean_stale_staging()
-    assert not leftover.exists() and store.versions() == ["v0001"]
+    assert in_progress.exists()  # this process may still be writing it; dead writers' folders are swept
+    assert store.versions() == ["v0001"]
 
 
 def test_active_pointer_survives_and_ignores_a_missing_version(tmp_path):
