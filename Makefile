@@ -8,7 +8,7 @@ PORT       ?= 8000
 STUDIES    ?= datastore
 PYTEST_ARGS ?=
 
-.PHONY: serve test install datastore lint clean-datastore
+.PHONY: serve test install datastore clean-datastore bench-adapt bench-speed bench-al
 
 # Stamp files make the install idempotent: re-run only when the pins or the extras change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -37,3 +37,16 @@ test: install
 
 clean-datastore:
 	rm -rf $(STUDIES)
+
+# Benchmarks (not part of `make test`): each writes JSON, a markdown table and a PNG to benchmarks/results/.
+# BENCH_ARGS passes options through, e.g. `make bench-speed BENCH_ARGS=--smoke`.
+BENCH_ARGS ?=
+
+bench-adapt: install datastore
+	$(PY) benchmarks/adaptation.py --studies $(STUDIES) $(BENCH_ARGS)
+
+bench-speed: install datastore
+	$(PY) benchmarks/speed.py --studies $(STUDIES) $(BENCH_ARGS)
+
+bench-al: install datastore
+	$(PY) benchmarks/active_learning.py --studies $(STUDIES) $(BENCH_ARGS)
