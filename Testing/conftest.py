@@ -57,7 +57,10 @@ class RunningServer:
                 "--conf", "models_dir", str(models)]
         for key, value in (conf or {}).items():
             args += ["--conf", key, value]
-        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(models / "sessions")}
+        # Background rescoring (on by default for a site) would compete with the tests for the 2 CPU cores;
+        # the active-learning tests start scoring themselves.
+        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(models / "sessions"),
+               "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
         self._log_handle = open(log, "w")  # noqa: SIM115 - held for the server process lifetime
         self.process = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, cwd=str(ROOT),
                                         env=env, start_new_session=True)

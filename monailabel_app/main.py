@@ -11,11 +11,12 @@ import torch
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
+from lib.activelearning.seeded_random import SeededRandom
 from lib.configs.medsam import MedSAMConfig
 from lib.datastore import ValidatingDatastore
 from lib.http_errors import plain_errors
+from lib.medfm.active.annotation_log import AnnotationLog
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.job import label_tokens
 from lib.medfm.registry import Registry
@@ -56,7 +57,35 @@ class MedFMAdaptApp(MONAILabelApp):
         return {"medsam_adapt": self.medsam.trainer()}
 
     def init_strategies(self):
-        return {"random": Random(), "first": First()}
+        return {"random": SeededRandom(), "first": First(), **self.medsam.strategy()}
+
+    def init_scoring_methods(self):
+        return self.medsam.scoring_method()
+
+    def on_save_label(self, image_id, label_id):
+        """Keep the annotation record a client sent with the label (`annotation_seconds`, `strategy`, `session`)."""
+        datastore = self.datastore()
+        tags = datastore.get_labels_by_image_id(image_id)
+        infos = [datastore.get_label_info(label, tag) for tag, label in tags.items()]
+        info = max(infos, key=lambda i: i.get("ts", 0), default={})
+        seconds = info.get("annotation_seconds")
+        try:
+            seconds = float(seconds) if seconds is not None else None
+        except (TypeError, ValueError):
+            seconds = None
+        entry = AnnotationLog(self.medsam.settings.models_dir).record(
+            image_id, str(info.get("session") or "default"), info.get("strategy"), seconds,
+            self.medsam.service.store.active(), info.get("user"))
+        super().on_save_label(image_id, label_id)
+        return {"annotation": entry}
+
+    def next_sample(self, request):
+        """Unknown strategies get a 404 in words (MONAI Label raises a bare 500); default strategy: hybrid."""
+        strategy = request.get("strategy") or "hybrid"
+        if strategy not in self._strategies:
+            raise HTTPException(status_code=404, detail=f"unknown strategy '{strategy}'; this server offers "
+                                                        f"{sorted(self._strategies)}")
+        return super().next_sample({**request, "strategy": strategy})
 
     def info(self):
         meta = super().info()

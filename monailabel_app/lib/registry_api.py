@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from lib.datastore import check_safe_id
 from lib.http_errors import plain_errors
+from lib.medfm.active.annotation_log import AnnotationLog
 from lib.medfm.registry import Registry
 from lib.trainers.medsam_adapt import heldout_images
 
@@ -104,6 +105,11 @@ def build_router(registry: Registry, datastore: Datastore) -> APIRouter:
     @router.get("/heldout", summary="The held-out images")
     def list_heldout(user: User = USER):
         return {"held_out": [c.image_id for c in heldout_images(datastore)]}
+
+    @router.get("/sessions", summary="Annotation sessions (labels per hour) and held-out Dice against labels used")
+    def sessions(user: User = USER):
+        log = AnnotationLog(registry.service.settings.models_dir)
+        return {"sessions": log.sessions(), "progress": registry.progress()}
 
     @router.get("/results/{name}", summary="Download an uncertainty map an infer request produced")
     def result(name: str, user: User = USER):

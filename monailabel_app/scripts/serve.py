@@ -16,8 +16,9 @@ APP_DIR = Path(__file__).resolve().parents[1]
 SERVER_ENV = {
     # MLflow's file-store tracking is refused by current MLflow; this app's trainer does not use MLflow at all.
     "MONAI_LABEL_TRACKING_ENABLED": "false",
-    # Our scoring is explicit; no background rescoring of every image after each request.
-    "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
+    # Active-learning scores are refreshed in MONAI Label's background subprocess at start-up, after training
+    # and after each next-sample request; unchanged images are skipped, so this stays cheap.
+    "MONAI_LABEL_AUTO_UPDATE_SCORING": "true",
     "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
 }
 

@@ -6,10 +6,13 @@ from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
 
+from lib.activelearning.medfm_strategy import FMStrategy
 from lib.infers.medsam_auto import MedSAMAuto
 from lib.infers.medsam_interactive import MedSAMInteractive
+from lib.medfm.active.selection import STRATEGIES
 from lib.medfm.service import MedFMService
 from lib.medfm.settings import Settings
+from lib.scoring.medfm_scores import MedFMScores
 from lib.trainers.medsam_adapt import MedSAMAdapt
 
 
@@ -28,3 +31,9 @@ class MedSAMConfig(TaskConfig):
 
     def trainer(self):
         return MedSAMAdapt(self.service)
+
+    def strategy(self):
+        return {name: FMStrategy(name, self.service) for name in STRATEGIES}
+
+    def scoring_method(self):
+        return {"medfm_scores": MedFMScores(self.service)}

@@ -41,6 +41,17 @@ class Registry:
                          "decision": self.decision(version), "imported_from": m.get("imported_from")})
         return {"fm": self.service.fm_info(), "active": active, "history": self.store.history(), "adapters": rows}
 
+    def progress(self) -> list[dict]:
+        """Held-out Dice of each version against the number of labelled images it was trained on."""
+        rows = []
+        for version in self.store.versions():
+            m = self.store.manifest(version)
+            decision = self.decision(version) or {}
+            rows.append({"version": version, "created": m.get("created"),
+                         "labelled_images": len(m.get("train_images", [])) + len(m.get("val_images", [])),
+                         "heldout_dice": decision.get("new_dice"), "heldout_mode": decision.get("mode")})
+        return rows
+
     def get(self, version: str) -> dict:
         version = self.store.check_id(version)
         return {"manifest": self.store.manifest(version), "active": version == self.store.active(),

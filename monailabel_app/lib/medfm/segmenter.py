@@ -229,6 +229,33 @@ class Segmenter:
                                   timing=_timing(counters, total_start), uncertainty=entropy)
 
 
+    # ---- summaries for active learning -------------------------------------------------------------------
+    def summarize(self, volume: Volume, version: str, n_slices: int = 8) -> tuple[np.ndarray, float]:
+        """A pooled image embedding (mean over `n_slices` evenly spread slices) and the model's mean uncertainty.
+
+        Uncertainty is the mean binary entropy of the prompt-free prediction of every label the version learned;
+        the base FM has no prompt-free head, so for it the whole-slice box stands in as the prompt.
+        """
+        model = self.model(version)
+        counters = _Counters()
+        picks = sorted(set(np.linspace(0, volume.n_slices - 1, min(n_slices, volume.n_slices)).round().astype(int)))
+        embeddings = self._embeddings(volume, version, model, picks, counters)
+        learned = {}
+        if version != BASE:
+            manifest = self.store.manifest(version)
+            learned = manifest.get("labels", {}) if manifest.get("auto_head") else {}
+        pooled, entropies = [], []
+        for k in picks:
+            emb, prepared = embeddings[k]
+            pooled.append(emb.float().mean(dim=(-2, -1))[0].cpu().numpy())
+            h, w = prepared.original_hw
+            prompts = [SlicePrompt(label_index=d["token"]) for d in learned.values()] or \
+                [SlicePrompt(box=(0.0, 0.0, float(w), float(h)))]
+            logits, _ = self._decode(model, [(emb, prepared, p) for p in prompts], counters)
+            entropies.append(float(torch.stack([binary_entropy(lg) for lg in logits]).mean()))
+        return np.mean(pooled, axis=0), float(np.mean(entropies))
+
+
 def _has_fg(clicks) -> bool:
     return any(flag == 1 for _, _, flag in clicks)
 

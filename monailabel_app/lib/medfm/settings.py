@@ -23,6 +23,7 @@ class Settings:
     embedding_cache_dir: Path | None = None
     ct_window: tuple[float, float] = CT_DEFAULT_WINDOW
     batch_size: int = 4
+    scoring_slices: int = 8
     fm: str = "litemedsam"
 
     @classmethod
@@ -48,6 +49,7 @@ class Settings:
                 embedding_cache_dir=Path(get("embedding_cache_dir")) if get("embedding_cache_dir") else None,
                 ct_window=(lo, hi),
                 batch_size=int(get("batch_size", 4)),
+                scoring_slices=int(get("scoring_slices", 8)),
                 fm=str(get("fm", "litemedsam")),
             )
         except (ValueError, TypeError, AttributeError) as err:

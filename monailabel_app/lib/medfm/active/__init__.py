@@ -1,0 +1,1 @@
+"""Active learning on FM signals: per-image uncertainty and pooled encoder embeddings, and strategies over them."""
