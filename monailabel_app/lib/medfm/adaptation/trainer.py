@@ -56,9 +56,10 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
     log(f"method={cfg.method} trainable={trainable} of {total} ({100 * trainable / total:.3f}%) "
         f"train_slices={len(train)} val_slices={len(val)}")
     frozen = encoder_is_frozen(model)
-    if frozen:  # the encoder does not change, so embed each slice once instead of every epoch
-        for s in train:
-            s.embedding = _embed(backend, base_model, [s], dev, grad=False)[0:1].cpu()
+    if frozen:  # the encoder does not change, so embed each slice once instead of every epoch (or never,
+        for s in train:  # when the caller already did: active-learning rounds reuse one pool of embeddings)
+            if s.embedding is None:
+                s.embedding = _embed(backend, base_model, [s], dev, grad=False)[0:1].cpu()
 
     base_val = evaluate(backend, base_model, val, cfg, label_tokens, dev, auto=False)
     log(f"base FM on validation: {base_val}")
