@@ -136,11 +136,12 @@ class Segmenter:
         model = self.model(version)
         counters = _Counters()
         label = np.zeros(volume.shape, dtype=np.uint8)
+        fetched: dict = {}  # this request's embeddings, so each slice is counted once as a cache hit or miss
         if prompts.slice_range:
             first, last = prompts.slice_range
             seeds = [k for k in prompts.clicks if first <= k <= last and _has_fg(prompts.clicks[k])]
             seeds = sorted(seeds) or [(first + last) // 2]
-            self._embeddings(volume, version, model, range(first, last + 1), counters)  # one batched pass
+            fetched = self._embeddings(volume, version, model, range(first, last + 1), counters)  # one batch pass
         else:
             seeds = sorted(k for k in prompts.clicks if _has_fg(prompts.clicks[k]))
             first = max(0, seeds[0] - max_propagation)
@@ -151,7 +152,7 @@ class Segmenter:
             clicks = prompts.clicks.get(k, [])
             boxes = [prompts.box] if prompts.box is not None else _click_boxes(volume, clicks)
             masks[k], entropies[k] = self._segment_slice(volume, version, model, k, boxes, clicks, counters,
-                                                         require_quality=False)
+                                                         fetched, require_quality=False)
         for direction, stop in ((1, last), (-1, first)):
             start = seeds[-1] if direction == 1 else seeds[0]
             previous = masks[start]
@@ -165,7 +166,7 @@ class Segmenter:
                 if prompts.box is not None:
                     box = _clip_box(box, prompts.box)
                 mask, entropies[k] = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []),
-                                                         counters, require_quality=prompts.box is None)
+                                                         counters, fetched, require_quality=prompts.box is None)
                 if mask is None or not mask.any():
                     break
                 masks[k] = previous = mask
@@ -178,9 +179,12 @@ class Segmenter:
         return SegmentationResult(label=label, adapter=version, slices=sorted(k for k in masks if masks[k] is not None),
                                   timing=_timing(counters, total_start), uncertainty=entropy)
 
-    def _segment_slice(self, volume, version, model, k, boxes, clicks, counters, require_quality: bool):
+    def _segment_slice(self, volume, version, model, k, boxes, clicks, counters, fetched: dict,
+                       require_quality: bool):
         """Decode slice `k` with each candidate box (plus the clicks); keep the mask the decoder rates best."""
-        (emb, prepared), = self._embeddings(volume, version, model, [k], counters).values()
+        if k not in fetched:
+            fetched.update(self._embeddings(volume, version, model, [k], counters))
+        emb, prepared = fetched[k]
         points = tuple((x, y) for x, y, _ in clicks)
         flags = tuple(f for _, _, f in clicks)
         items = [(emb, prepared, SlicePrompt(box=b, points=points, point_labels=flags)) for b in boxes]
