@@ -9,7 +9,6 @@ safetensors (never a pickle); and every tensor name and shape fits this FM.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import tarfile
 import tempfile
@@ -18,20 +17,13 @@ from pathlib import Path
 from safetensors import safe_open
 from torch import nn
 
-from .adapter_store import MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS, AdapterStore
+from .adapter_store import MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS, AdapterStore, check_tensor_fit
 from .backends import FMBackend
+from .digest import sha256_file
 from .errors import InputError
 
 ALLOWED = {MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS}
 MAX_MEMBER_BYTES = 2 << 30
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -137,18 +129,9 @@ def _check_weights(folder: Path, base_model: nn.Module) -> None:
         raise InputError(f"{weights.name} is not a valid safetensors file") from err
     if weights.name == STATE_WEIGHTS:  # a partial state dict: every tensor must be one of the FM's own
         expected = {k: tuple(v.shape) for k, v in base_model.state_dict().items()}
-        _report_fit(shapes, expected, partial=True)
+        check_tensor_fit(shapes, expected, partial=True)
     else:
-        _report_fit(shapes, _peft_shapes(folder, base_model), partial=False)
-
-
-def _report_fit(shapes: dict[str, tuple], expected: dict[str, tuple], partial: bool) -> None:
-    unknown = sorted(set(shapes) - set(expected))
-    missing = [] if partial else sorted(set(expected) - set(shapes))
-    wrong = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
-    if unknown or missing or wrong:
-        raise InputError(f"the adapter's tensors do not fit this FM: {len(unknown)} unknown (e.g. {unknown[:2]}), "
-                         f"{len(missing)} missing, {len(wrong)} with wrong shapes (e.g. {wrong[:2]})")
+        check_tensor_fit(shapes, _peft_shapes(folder, base_model), partial=False)
 
 
 def _peft_shapes(folder: Path, base_model: nn.Module) -> dict[str, tuple]:

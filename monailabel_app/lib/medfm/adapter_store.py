@@ -186,7 +186,8 @@ class AdapterStore:
             model = PeftModel.from_pretrained(model, str(folder), is_trainable=False).merge_and_unload()
         else:
             state = load_file(str(folder / STATE_WEIGHTS))
-            check_state_fits(model, state)
+            check_tensor_fit({k: tuple(v.shape) for k, v in state.items()},
+                             {k: tuple(v.shape) for k, v in model.state_dict().items()}, partial=True)
             model.load_state_dict(state, strict=False)
         return model.eval()
 
@@ -208,12 +209,11 @@ def _writer_alive(name: str) -> bool:
     return True
 
 
-def check_state_fits(model: nn.Module, state: dict) -> None:
-    """Refuse weights whose tensor names or shapes do not belong to this FM."""
-    own = model.state_dict()
-    unknown = [k for k in state if k not in own]
-    if unknown:
-        raise InputError(f"adapter weights name {len(unknown)} tensors this FM does not have, e.g. {unknown[:3]}")
-    wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if wrong:
-        raise InputError(f"adapter weights have wrong shapes for {len(wrong)} tensors, e.g. {wrong[:3]}")
+def check_tensor_fit(shapes: dict[str, tuple], expected: dict[str, tuple], partial: bool) -> None:
+    """Refuse weights whose tensor names or shapes do not belong to this FM (`partial`: a subset is fine)."""
+    unknown = sorted(set(shapes) - set(expected))
+    missing = [] if partial else sorted(set(expected) - set(shapes))
+    wrong = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
+    if unknown or missing or wrong:
+        raise InputError(f"the adapter's tensors do not fit this FM: {len(unknown)} unknown (e.g. {unknown[:2]}), "
+                         f"{len(missing)} missing, {len(wrong)} with wrong shapes (e.g. {wrong[:2]})")

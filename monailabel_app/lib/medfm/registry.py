@@ -10,8 +10,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from .adapter_archive import export_version, import_archive, sha256_file
+from .adapter_archive import export_version, import_archive
 from .adapter_store import BASE, write_json_atomic
+from .digest import sha256_file
 from .evaluation import HeldOutCase, compare, evaluate
 from .service import MedFMService
 

@@ -6,7 +6,6 @@ Arrays are indexed [i, j, k] exactly as MONAI Label and 3D Slicer number voxels 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .digest import sha256_tree
 from .errors import InputError
 
 CT_DEFAULT_WINDOW = (-1000.0, 1000.0)  # HU; wide enough for lung, soft tissue and bone lesions alike
@@ -60,17 +60,6 @@ class Volume:
         view = [slice(None)] * 3
         view[self.slice_axis] = index
         volume[tuple(view)] = slice2d.T
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    paths = sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]
-    for p in paths:
-        if p.is_file():
-            with open(p, "rb") as handle:
-                for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
@@ -141,7 +130,7 @@ def load_volume(path: str | os.PathLike, modality: str | None = None,
     window = intensity_window(array, modality, ct_window)
     reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     reference.CopyInformation(image)
-    return Volume(array=array, reference=reference, key=file_digest(path), modality=modality,
+    return Volume(array=array, reference=reference, key=sha256_tree(path), modality=modality,
                   slice_axis=axis, window=window)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +26,6 @@ class SliceSample:
     targets: dict[int, torch.Tensor]  # label value -> S x S mask in the model frame (may be empty)
     present: list[int] = field(default_factory=list)  # label values with pixels on this slice
     embedding: torch.Tensor | None = None  # filled when the encoder is frozen, so it runs once per slice
-
-
-def label_sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def build_samples(images: list[LabelledImage], backend: FMBackend, label_values: dict[str, int],

@@ -15,9 +15,10 @@ import torch
 from ..adapter_archive import file_hashes
 from ..adapter_store import AdapterStore
 from ..backends import FMBackend
+from ..digest import sha256_file as label_sha256
 from ..errors import InputError
 from .config import AdaptConfig
-from .data import LabelledImage, build_samples, label_sha256
+from .data import LabelledImage, build_samples
 from .peft_setup import save_adapter
 from .trainer import adapt
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..digest import sha256_file
 from ..errors import InputError
 from .base import FMBackend, PeftTargets, PreparedSlice, SlicePrompt
 
@@ -43,11 +43,7 @@ class PromptableLiteMedSAM(nn.Module):
 
 @lru_cache(maxsize=4)
 def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)  # 39 MB: hashed once per process
 
 
 class LiteMedSAMBackend(FMBackend):
