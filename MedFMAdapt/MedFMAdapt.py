@@ -115,7 +115,9 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.uploadButton.clicked.connect(lambda: self.start(lambda: self.logic.upload_job(self._volume())))
         self.ui.nextSampleButton.clicked.connect(self.onNextSample)
         self.ui.autoSegmentButton.clicked.connect(
-            lambda: self.start(lambda: self.logic.auto_segment_job(self._volume(), self._adapter()))
+            lambda: self.start(
+                lambda: self.logic.auto_segment_job(self._volume(), self._adapter(), uncertainty=self._uncertainty())
+            )
         )
         self.ui.segmentButton.clicked.connect(self.onSegment)
         self.ui.submitLabelButton.clicked.connect(self.onSubmit)
@@ -123,6 +125,8 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.stopTrainingButton.clicked.connect(lambda: self.start(self.logic.stop_training_job))
         self.ui.reviewButton.clicked.connect(self.onReview)
         self.ui.toggleReviewButton.clicked.connect(self.onToggleReview)
+        self.ui.compareButton.clicked.connect(lambda: self.start(lambda: self.logic.compare_job(self._adapter())))
+        self.ui.uncertaintyCheckBox.toggled.connect(self.onUncertaintyToggled)
         self.ui.activateButton.clicked.connect(self.onActivate)
         self.ui.rollbackButton.clicked.connect(self.onRollback)
         self.ui.adapterComboBox.currentIndexChanged.connect(self.onAdapterSelected)
@@ -143,6 +147,16 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _adapter(self) -> str:
         return self.presenter.state.selected_adapter or "base"
+
+    def _uncertainty(self) -> bool:
+        return bool(self.ui.uncertaintyCheckBox.checked)
+
+    def _showOverlay(self, overlay) -> None:
+        """Show an uncertainty map as the slice views' foreground (None: hide it)."""
+        if overlay is None:
+            slicer.util.setSliceViewerLayers(foreground=None)
+        else:
+            slicer.util.setSliceViewerLayers(foreground=overlay, foregroundOpacity=0.5)
 
     def _editorNode(self):
         node = slicer.mrmlScene.GetSingletonNode("MedFMAdapt", "vtkMRMLSegmentEditorNode")
@@ -171,21 +185,26 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onJobDone(self, job: Job, message: str) -> None:
         if job.action is Action.CONNECT:
-            adapters = None
-            if self.logic.client is not None:
-                adapters = self._adapterList()
-            self.presenter.connected(self.logic.client.base_url, self.logic.info, adapters)
+            self.presenter.connected(self.logic.client.base_url, self.logic.info, self.logic.registry)
             qt.QSettings().setValue(SETTINGS_URL, self.ui.serverUrlLineEdit.text)
         else:
             self.presenter.succeeded(message)
-        if job.action is Action.NEXT_SAMPLE and self.logic.last_fetched is not None:
-            self.ui.inputVolumeSelector.setCurrentNode(self.logic.last_fetched)
-            slicer.util.setSliceViewerLayers(background=self.logic.last_fetched, fit=True)
+        if job.action is Action.NEXT_SAMPLE:
+            self.presenter.sample_chosen(self.ui.strategyComboBox.currentText, self.logic.last_sample)
+            if self.logic.last_fetched is not None:
+                self.ui.inputVolumeSelector.setCurrentNode(self.logic.last_fetched)
+                slicer.util.setSliceViewerLayers(background=self.logic.last_fetched, fit=True)
         if job.action in (Action.AUTO_SEGMENT, Action.SEGMENT):
             self.presenter.state.has_result = True
             segmentation = scene_lib.working_segmentation(slicer.mrmlScene, self._volume())
             self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
             self.ui.segmentEditorWidget.setSourceVolumeNode(self._volume())
+            if self._uncertainty():
+                self._showOverlay(self.logic.last_overlay)
+        if job.action is Action.COMPARE:
+            self.presenter.compared(self.logic.last_comparison)
+        if job.action in (Action.ACTIVATE, Action.ROLLBACK):
+            self.presenter.registry_changed(self.logic.registry)
         if job.action is Action.UPLOAD:
             self.presenter.volume_changed(True, self.logic.image_id(self._volume()))
         if job.action is Action.REVIEW:
@@ -201,9 +220,9 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.callProgressBar.value = 0
         self.render()
 
-    def _adapterList(self):
+    def _registry(self):
         try:
-            return self.logic.client.list_adapters()
+            return self.logic.client.registry()
         except Exception:
             return None
 
@@ -220,6 +239,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             Action.START_TRAINING: self.ui.startTrainingButton,
             Action.STOP_TRAINING: self.ui.stopTrainingButton,
             Action.REVIEW: self.ui.reviewButton,
+            Action.COMPARE: self.ui.compareButton,
             Action.TOGGLE_REVIEW: self.ui.toggleReviewButton,
             Action.ACTIVATE: self.ui.activateButton,
             Action.ROLLBACK: self.ui.rollbackButton,
@@ -233,6 +253,16 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainingProgressBar.value = int(100 * s.progress)
         self._fillCombo(self.ui.adapterComboBox, [a.label for a in s.adapters], [a.version for a in s.adapters])
         self._fillCombo(self.ui.strategyComboBox, s.strategies, s.strategies)
+        self._fillTable(self.ui.comparisonTable, [row.cells for row in s.comparison])
+        self.ui.comparisonSummaryLabel.text = s.comparison_summary
+
+    @staticmethod
+    def _fillTable(table, rows) -> None:
+        table.setRowCount(len(rows))
+        for r, cells in enumerate(rows):
+            for c, text in enumerate(cells):
+                table.setItem(r, c, qt.QTableWidgetItem(text))
+        table.resizeColumnsToContents()
 
     @staticmethod
     def _fillCombo(combo, labels, values) -> None:
@@ -265,6 +295,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.foregroundSelector.currentNode(),
                 self.ui.backgroundSelector.currentNode(),
                 self._adapter(),
+                self._uncertainty(),
             )
         )
 
@@ -289,7 +320,8 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         if not self.presenter.state.training:
             self.training_timer.stop()
-            self.presenter.connected(self.logic.client.base_url, info, self._adapterList())
+            self.logic.registry = self._registry()
+            self.presenter.connected(self.logic.client.base_url, info, self.logic.registry)
         self.render()
 
     def onTrainingPollError(self, job: Job, error: Exception) -> None:
@@ -316,6 +348,11 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRollback(self) -> None:
         if slicer.util.confirmOkCancelDisplay("Return to the previously active adapter?"):
             self.start(self.logic.rollback_job)
+
+    def onUncertaintyToggled(self, checked: bool) -> None:
+        """Later segmentations ask for uncertainty; the current volume's overlay is shown or hidden now."""
+        self.presenter.state.uncertainty = bool(checked)
+        self._showOverlay(scene_lib.overlay_of(self._volume()) if checked else None)
 
     def onAdapterSelected(self, _index: int) -> None:
         self.presenter.state.selected_adapter = self.ui.adapterComboBox.currentData or "base"
@@ -352,8 +389,9 @@ class MedFMAdaptTest(ScriptedLoadableModuleTest):
         presenter = Presenter()
         self.delayDisplay(f"Connecting to {url}")
         run_now(logic.connect_job(url))
-        presenter.connected(url, logic.info, None)
+        presenter.connected(url, logic.info, logic.registry)
         self.assertIn(Action.NEXT_SAMPLE, presenter.enabled_actions())
+        self.assertTrue(any(a.active for a in presenter.state.adapters))
 
         self.delayDisplay("Fetching breast1")
         run_now(logic.fetch_job(image_id="breast1"))
@@ -366,10 +404,12 @@ class MedFMAdaptTest(ScriptedLoadableModuleTest):
         spacing = volume.GetSpacing()
         roi.SetSizeWorld(dims[0] * spacing[0] / 4, dims[1] * spacing[1] / 4, 2 * spacing[2])
 
-        self.delayDisplay("Segmenting from an ROI (3 slices)")
-        run_now(logic.segment_job(volume, roi=roi))
+        self.delayDisplay("Segmenting from an ROI (3 slices), with the uncertainty overlay")
+        run_now(logic.segment_job(volume, roi=roi, uncertainty=True))
         segmentation = scene_lib.working_segmentation(slicer.mrmlScene, volume)
         self.assertGreater(segmentation.GetSegmentation().GetNumberOfSegments(), 0)
+        self.assertTrue(scene_lib.same_grid(logic.last_overlay, volume))
+        slicer.util.setSliceViewerLayers(foreground=logic.last_overlay, foregroundOpacity=0.5)
 
         self.delayDisplay("Re-uploading as a new case and submitting the label")
         run_now(logic.upload_job(volume, "breast1_slicer_selftest"))

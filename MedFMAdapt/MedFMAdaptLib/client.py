@@ -25,6 +25,7 @@ INTERACTIVE_MODEL = "medsam_interactive"
 AUTO_MODEL = "medsam_auto"
 TRAINER = "medsam_adapt"
 REGISTRY = "/medfm/adapters"
+RESULTS = "/medfm/results/"
 
 
 @dataclass
@@ -165,10 +166,22 @@ class MedFMClient:
         except (ConnectionError, OSError) as exc:
             raise ConnectionFailed(str(exc), url) from exc
 
-    def _json(self, method: str, path: str, query: dict[str, str] | None = None, payload: Any = None) -> Any:
+    def _json(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        payload: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
         body = None if payload is None else json.dumps(payload).encode()
         request = self.build_request(method, path, query, body, "application/json" if body is not None else None)
-        return self.send(request).json()
+        return self.send(request, timeout).json()
+
+    def _object(self, result: Any, what: str) -> dict[str, Any]:
+        if not isinstance(result, dict):
+            raise BadResponse(f"the server's {what} reply is not a JSON object")
+        return result
 
     def _save(self, part_or_name: Part | str, data: bytes, default: str) -> Path:
         name = part_or_name.filename if isinstance(part_or_name, Part) else part_or_name
@@ -192,9 +205,14 @@ class MedFMClient:
         result = self.send(request, self.long_timeout).json()
         return str(result.get("image", image_id)) if isinstance(result, dict) else image_id
 
-    def save_label(self, image_id: str, path: Path, tag: str = "final") -> dict[str, Any]:
-        """PUT /datastore/label: submit a finished label for an image."""
-        body, ctype = encode_form({"params": "{}"}, {"label": Path(path)})
+    def save_label(
+        self, image_id: str, path: Path, tag: str = "final", params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """PUT /datastore/label: submit a finished label for an image.
+
+        `params` is the annotation record the server keeps with the label: annotation_seconds, strategy, session.
+        """
+        body, ctype = encode_form({"params": json.dumps(params or {})}, {"label": Path(path)})
         request = self.build_request("PUT", "/datastore/label", {"image": image_id, "tag": tag}, body, ctype)
         return self.send(request, self.long_timeout).json()
 
@@ -248,33 +266,78 @@ class MedFMClient:
         """DELETE /train/: stop the running training task."""
         return self._json("DELETE", "/train/")
 
-    def next_sample(self, strategy: str) -> dict[str, Any]:
-        """POST /activelearning/{strategy}: the id of the image the server wants labelled next, and why."""
-        return self._json("POST", f"/activelearning/{urllib.parse.quote(strategy)}", payload={})
+    def next_sample(self, strategy: str, seed: int | None = None) -> dict[str, Any]:
+        """POST /activelearning/{strategy}: the image the server wants labelled next and why.
+
+        The reply names the strategy in "chosen_by" (MONAI Label overwrites "strategy" with image info) and
+        explains itself in "reason"; an empty pool (every image labelled) is {}.
+        """
+        payload = {} if seed is None else {"seed": int(seed)}
+        result = self._json(
+            "POST", f"/activelearning/{urllib.parse.quote(strategy)}", payload=payload, timeout=self.long_timeout
+        )
+        return self._object(result or {}, "active-learning")
+
+    def download_result(self, url: str) -> Path:
+        """GET a result file the server named in an answer (an uncertainty map under /medfm/results/)."""
+        parts = urllib.parse.urlsplit(url)
+        base = urllib.parse.urlsplit(self.base_url)
+        if (parts.scheme or parts.netloc) and (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise BadResponse(f"the server named a result on another host ({url}); not fetched")
+        if not parts.path.startswith(RESULTS) or ".." in parts.path.split("/"):
+            raise BadResponse(f"the server named a result outside {RESULTS} ({url}); not fetched")
+        request = self.build_request("GET", parts.path)
+        reply = self.send(request, self.long_timeout)
+        name = parts.path.rsplit("/", 1)[-1]
+        return self._save(name, reply.body, "result.nii.gz")
 
     # ---- adapter registry (MedFMAdapt extension; NotAvailable on servers without it) -------------------------------
 
+    def registry(self) -> dict[str, Any]:
+        """GET /medfm/adapters: {"fm", "active" (a version or "base"), "history", "adapters": [...]}."""
+        return self._object(self._json("GET", REGISTRY), "adapter registry")
+
     def list_adapters(self) -> list[dict[str, Any]]:
-        """GET /medfm/adapters: every adapter version with its metrics and which one is active."""
-        result = self._json("GET", REGISTRY)
-        return result.get("adapters", []) if isinstance(result, dict) else list(result)
+        """The "adapters" rows of GET /medfm/adapters: version, method, metrics, "active" flag, decision."""
+        adapters = self.registry().get("adapters") or []
+        return [a for a in adapters if isinstance(a, dict)]
 
     def get_adapter(self, version: str) -> dict[str, Any]:
-        """GET /medfm/adapters/{version}: one version's card."""
-        return self._json("GET", f"{REGISTRY}/{urllib.parse.quote(version)}")
+        """GET /medfm/adapters/{version}: {"manifest", "active", "decision", "evaluations"}."""
+        return self._object(self._json("GET", f"{REGISTRY}/{urllib.parse.quote(version)}"), "adapter")
 
     def activate_adapter(self, version: str) -> dict[str, Any]:
-        """POST /medfm/adapters/{version}/activate: make this version the one inference uses."""
+        """POST /medfm/adapters/{version}/activate: make this version the one inference uses; {"active": ...}."""
         return self._json("POST", f"{REGISTRY}/{urllib.parse.quote(version)}/activate", payload={})
 
     def rollback_adapter(self) -> dict[str, Any]:
-        """POST /medfm/adapters/rollback: go back to the previously active version."""
+        """POST /medfm/adapters/rollback: go back to the previously active version; {"active": ...}."""
         return self._json("POST", f"{REGISTRY}/rollback", payload={})
 
-    def evaluate_adapter(self, version: str) -> dict[str, Any]:
-        """POST /medfm/adapters/{version}/evaluate: held-out Dice of one version."""
-        return self._json("POST", f"{REGISTRY}/{urllib.parse.quote(version)}/evaluate", payload={})
+    def delete_adapter(self, version: str) -> dict[str, Any]:
+        """DELETE /medfm/adapters/{version}: remove a version that is not active."""
+        return self._json("DELETE", f"{REGISTRY}/{urllib.parse.quote(version)}")
 
-    def compare_adapters(self, base: str, candidate: str) -> dict[str, Any]:
-        """GET /medfm/adapters/compare: per-image held-out comparison of two versions."""
-        return self._json("GET", f"{REGISTRY}/compare", {"a": base, "b": candidate})
+    def evaluate_adapter(self, version: str, mode: str = "interactive", jitter: int = 3) -> dict[str, Any]:
+        """POST /medfm/adapters/{version}/evaluate: Dice and HD95 per held-out image and label, and the means."""
+        query = {"mode": mode, "jitter": str(int(jitter))}
+        path = f"{REGISTRY}/{urllib.parse.quote(version)}/evaluate"
+        return self._object(self._json("POST", path, query, payload={}, timeout=self.long_timeout), "evaluation")
+
+    def compare_adapters(self, base: str, candidate: str, mode: str = "interactive") -> dict[str, Any]:
+        """GET /medfm/adapters/compare: per-image held-out Dice of `base` (a) and `candidate` (b), and the verdict."""
+        query = {"a": base, "b": candidate, "mode": mode}
+        return self._object(self._json("GET", f"{REGISTRY}/compare", query, timeout=self.long_timeout), "comparison")
+
+    def set_heldout(self, images: list[str], held_out: bool = True) -> list[str]:
+        """PUT /medfm/heldout: mark labelled images as held-out (or undo); returns every held-out image."""
+        result = self._json("PUT", "/medfm/heldout", payload={"images": list(images), "held_out": bool(held_out)})
+        return list(self._object(result, "held-out").get("held_out") or [])
+
+    def heldout(self) -> list[str]:
+        """GET /medfm/heldout: the held-out images (evaluated on, never trained on)."""
+        return list(self._object(self._json("GET", "/medfm/heldout"), "held-out").get("held_out") or [])
+
+    def sessions(self) -> dict[str, Any]:
+        """GET /medfm/sessions: annotation sessions (labels, seconds, labels per hour) and Dice against labels."""
+        return self._object(self._json("GET", "/medfm/sessions"), "sessions")

@@ -9,6 +9,8 @@ and `finish` puts the answer into the scene (GUI thread) and returns the status 
 from __future__ import annotations
 
 import tempfile
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,7 @@ class MedFMAdaptLogic:
         scene,
         client_factory: Callable[..., MedFMClient] = MedFMClient,
         work_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scene = scene
         self.client_factory = client_factory
@@ -62,6 +65,16 @@ class MedFMAdaptLogic:
         self.last_fetched = None  # volume node most recently fetched from the server
         self.last_result: InferResult | None = None
         self.review_nodes: list = []  # [base, adapted] segmentation nodes of the last review
+        self.registry: dict[str, Any] | None = None  # GET /medfm/adapters; None when the server has no registry
+        self.last_sample: dict[str, Any] = {}  # the last active-learning answer (id, chosen_by, reason, ...)
+        self.last_comparison: dict[str, Any] = {}
+        self.last_overlay = None  # uncertainty overlay node of the last segmentation that asked for one
+        # The annotation record sent with each label: one id per Slicer session (per Logic), and per image id
+        # when its annotation started (fetched, or first segmented) and which strategy proposed it.
+        self.session_id = f"slicer-{uuid.uuid4().hex[:12]}"
+        self.clock = clock
+        self.started: dict[str, float] = {}
+        self.proposed_by: dict[str, str] = {}
 
     # ---- helpers --------------------------------------------------------------------------------------------------
 
@@ -96,14 +109,14 @@ class MedFMAdaptLogic:
             report("Asking the server what it offers", 0.2)
             info = client.info()
             try:
-                adapters = client.list_adapters()
+                registry = client.registry()
             except NotAvailable:
-                adapters = None
-            return info, adapters
+                registry = None
+            return info, registry
 
         def finish(result) -> str:
             self.client = client
-            self.info = result[0]
+            self.info, self.registry = result
             return f"Connected to {client.base_url}."
 
         return Job(Action.CONNECT, work, finish)
@@ -128,8 +141,12 @@ class MedFMAdaptLogic:
 
         return Job(Action.UPLOAD, work, finish)
 
-    def fetch_job(self, image_id: str | None = None, strategy: str | None = None) -> Job:
-        """Fetch an image into the scene: a given id, or the one an active-learning strategy picks."""
+    def fetch_job(self, image_id: str | None = None, strategy: str | None = None, seed: int | None = None) -> Job:
+        """Fetch an image into the scene: a given id, or the one an active-learning strategy picks.
+
+        An empty pool (every image labelled, the server answers {}) is not an error: nothing is loaded and the
+        status line says so. The annotation clock of the image starts when it is loaded.
+        """
         client = self._client()
         if not image_id and not strategy:
             raise ValueError("Choose a strategy first.")
@@ -139,67 +156,101 @@ class MedFMAdaptLogic:
             chosen = image_id
             if not chosen:
                 report(f"Asking '{strategy}' for the next sample", 0.1)
-                sample = client.next_sample(strategy or "")
+                sample = client.next_sample(strategy or "", seed)
                 chosen = sample.get("id")
                 if not chosen:
-                    raise ValueError("The server has no unlabelled image left to suggest.")
+                    return None, sample, None
             report(f"Downloading {chosen}", 0.4)
             return chosen, sample, client.download_image(str(chosen))
 
         def finish(result) -> str:
-            chosen, _sample, path = result
+            chosen, sample, path = result
+            self.last_sample = sample
+            self.last_fetched = None
+            if chosen is None:
+                return f"Nothing to label: every image on the server has a label ({strategy} has no candidate)."
             volume = scene_lib.read_volume(self.scene, path, str(chosen))
             volume.SetAttribute(IMAGE_ID_ATTRIBUTE, str(chosen))
             self.last_fetched = volume
-            return f"Loaded {chosen} from the server."
+            self.started[str(chosen)] = self.clock()
+            proposer = sample.get("chosen_by") or (strategy if sample else None)
+            if proposer:
+                self.proposed_by[str(chosen)] = str(proposer)
+            else:
+                self.proposed_by.pop(str(chosen), None)
+            reason = sample.get("reason")
+            return f"Loaded {chosen} from the server" + (f" ({proposer}: {reason})." if reason else ".")
 
         return Job(Action.NEXT_SAMPLE, work, finish)
 
     # ---- segment ----------------------------------------------------------------------------------------------------
 
-    def _infer_into_scene(self, action: Action, volume, model: str, params: dict[str, Any], title: str) -> Job:
+    def _infer_into_scene(
+        self, action: Action, volume, model: str, params: dict[str, Any], title: str, uncertainty: bool = False
+    ) -> Job:
         client = self._client()
         image_id = self._require_image_id(volume)
+        if uncertainty:
+            params = {**params, "uncertainty": True}
+        self.started.setdefault(image_id, self.clock())  # an uploaded case's annotation starts with its first call
 
         def work(report: Report) -> InferResult:
             report(f"Running {model} on the server", 0.1)
-            return client.infer(model, image_id, params)
+            result = client.infer(model, image_id, params)
+            described = result.params.get("uncertainty")
+            if uncertainty and isinstance(described, dict) and described.get("url"):
+                report("Downloading the uncertainty map", 0.8)
+                result.extra_files["uncertainty"] = client.download_result(str(described["url"]))
+            return result
 
         def finish(result: InferResult) -> str:
             if result.label_path is None:
                 raise ValueError("The server answered without a label; nothing was added.")
+            if uncertainty and "uncertainty" not in result.extra_files:
+                raise ValueError("The server sent no uncertainty map (is it older than this module?); nothing added.")
             fresh = scene_lib.label_file_to_segmentation(
                 self.scene, result.label_path, volume, title, self._label_names(), RESULT_COLOR
             )
             try:
+                overlay = None
+                if uncertainty:  # checked against the grid before the user's segmentation changes
+                    overlay = scene_lib.load_overlay(self.scene, result.extra_files["uncertainty"], volume)
                 target = scene_lib.working_segmentation(self.scene, volume)
                 names = scene_lib.merge_segments(target, fresh)
             finally:
                 self.scene.RemoveNode(fresh)
             self.last_result = result
+            self.last_overlay = overlay
             adapter = result.params.get("adapter", params.get("adapter", "base"))
             timing = result.params.get("timing")
             took = f" in {timing.get('total', 0):.1f} s" if isinstance(timing, dict) and timing.get("total") else ""
-            return f"{title}: {', '.join(names) or 'empty result'} (adapter {adapter}){took}."
+            most = (result.params.get("uncertainty") or {}).get("max") if uncertainty else None
+            unsure = f"; uncertainty up to {float(most):.2f} nats (0.69 = guessing)" if most is not None else ""
+            return f"{title}: {', '.join(names) or 'empty result'} (adapter {adapter}){took}{unsure}."
 
         return Job(action, work, finish)
 
-    def segment_job(self, volume, roi=None, foreground=None, background=None, adapter: str = "base") -> Job:
-        """Interactive segmentation from markups, converted to the server's IJK prompts now."""
+    def segment_job(
+        self, volume, roi=None, foreground=None, background=None, adapter: str = "base", uncertainty: bool = False
+    ) -> Job:
+        """Interactive segmentation from markups, converted to the server's IJK prompts now.
+
+        With `uncertainty` the server also returns its per-voxel uncertainty, loaded as a colour overlay volume.
+        """
         if volume is None:
             raise ValueError("Select a volume first.")
         params = scene_lib.build_prompts(volume, roi, foreground, background)
         params["adapter"] = adapter
-        return self._infer_into_scene(Action.SEGMENT, volume, INTERACTIVE_MODEL, params, "Segment")
+        return self._infer_into_scene(Action.SEGMENT, volume, INTERACTIVE_MODEL, params, "Segment", uncertainty)
 
-    def auto_segment_job(self, volume, adapter: str = "base", roi=None) -> Job:
-        """Automatic segmentation with an adapter, optionally limited to an ROI."""
+    def auto_segment_job(self, volume, adapter: str = "base", roi=None, uncertainty: bool = False) -> Job:
+        """Automatic segmentation with an adapter, optionally limited to an ROI (and with the uncertainty overlay)."""
         if volume is None:
             raise ValueError("Select a volume first.")
         params: dict[str, Any] = {"adapter": adapter}
         if roi is not None:
             params["roi"] = scene_lib.roi_to_box(volume, roi)
-        return self._infer_into_scene(Action.AUTO_SEGMENT, volume, AUTO_MODEL, params, "Auto segment")
+        return self._infer_into_scene(Action.AUTO_SEGMENT, volume, AUTO_MODEL, params, "Auto segment", uncertainty)
 
     def submit_job(self, volume, segmentation) -> Job:
         """Write the corrected segmentation on the volume's grid now; save it as the final label in `work`."""
@@ -212,11 +263,28 @@ class MedFMAdaptLogic:
             segmentation, volume, self.work_dir / f"{image_id}_label.nii.gz", values
         )
 
+        record = self.annotation_record(image_id)
+
         def work(report: Report):
             report("Sending the label", 0.2)
-            return client.save_label(image_id, path)
+            return client.save_label(image_id, path, params=record)
 
-        return Job(Action.SUBMIT, work, lambda _r: f"Saved the label of {image_id} on the server.")
+        def finish(_result) -> str:
+            self.started.pop(image_id, None)  # a later correction of this image starts a new clock
+            took = f" after {record['annotation_seconds']:.0f} s" if "annotation_seconds" in record else ""
+            return f"Saved the label of {image_id} on the server{took}."
+
+        return Job(Action.SUBMIT, work, finish)
+
+    def annotation_record(self, image_id: str) -> dict[str, Any]:
+        """What PUT /datastore/label keeps with a label: seconds since the case was fetched or first segmented,
+        the strategy that proposed it (if one did) and this Slicer session's id."""
+        record: dict[str, Any] = {"session": self.session_id}
+        if image_id in self.started:
+            record["annotation_seconds"] = round(max(0.0, self.clock() - self.started[image_id]), 1)
+        if image_id in self.proposed_by:
+            record["strategy"] = self.proposed_by[image_id]
+        return record
 
     # ---- adapt ------------------------------------------------------------------------------------------------------
 
@@ -288,16 +356,46 @@ class MedFMAdaptLogic:
 
         return Job(Action.REVIEW, work, finish)
 
-    def activate_job(self, version: str) -> Job:
+    def compare_job(self, adapted: str, base: str = "base", mode: str = "interactive") -> Job:
+        """GET /medfm/adapters/compare: base against an adapter on the server's held-out images (the Review table).
+
+        The server evaluates each version once per set of held-out images and caches it; without held-out images
+        it refuses (400) and the status line says to mark some first.
+        """
         client = self._client()
-        return Job(
-            Action.ACTIVATE, lambda _r: client.activate_adapter(version), lambda _r: f"Adapter {version} is active."
+
+        def work(report: Report) -> dict[str, Any]:
+            report(f"Comparing {base} and {adapted} on the held-out images", 0.1)
+            return client.compare_adapters(base, adapted, mode)
+
+        def finish(result: dict[str, Any]) -> str:
+            self.last_comparison = result
+            return str(result.get("summary") or "Comparison ready.")
+
+        return Job(Action.COMPARE, work, finish)
+
+    def _registry_change(self, action: Action, call: Callable[[], dict[str, Any]], said: Callable[[str], str]) -> Job:
+        client = self._client()
+
+        def work(_report: Report):
+            answer = call()
+            return answer, client.registry()
+
+        def finish(result) -> str:
+            answer, self.registry = result
+            return said(str(answer.get("active") or self.registry.get("active") or "?"))
+
+        return Job(action, work, finish)
+
+    def activate_job(self, version: str) -> Job:
+        """Activate a version, then re-read the registry so the selector's [active] mark follows."""
+        client = self._client()
+        return self._registry_change(
+            Action.ACTIVATE, lambda: client.activate_adapter(version), lambda active: f"Adapter {active} is active."
         )
 
     def rollback_job(self) -> Job:
         client = self._client()
-        return Job(
-            Action.ROLLBACK,
-            lambda _r: client.rollback_adapter(),
-            lambda r: f"Rolled back to adapter {r.get('active', r.get('version', 'the previous one'))}.",
+        return self._registry_change(
+            Action.ROLLBACK, client.rollback_adapter, lambda active: f"Rolled back to adapter {active}."
         )

@@ -34,6 +34,7 @@ class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ship
     START_TRAINING = "start_training"
     STOP_TRAINING = "stop_training"
     REVIEW = "review"
+    COMPARE = "compare"
     TOGGLE_REVIEW = "toggle_review"
     ACTIVATE = "activate"
     ROLLBACK = "rollback"
@@ -50,6 +51,7 @@ DOING = {
     Action.START_TRAINING: ("starting adaptation", "start adaptation"),
     Action.STOP_TRAINING: ("stopping adaptation", "stop adaptation"),
     Action.REVIEW: ("running base and adapted models", "run the review"),
+    Action.COMPARE: ("comparing the adapters on the held-out images", "compare the adapters"),
     Action.TOGGLE_REVIEW: ("switching the review view", "switch the view"),
     Action.ACTIVATE: ("activating the adapter", "activate the adapter"),
     Action.ROLLBACK: ("rolling back the adapter", "roll back the adapter"),
@@ -83,8 +85,7 @@ def describe_error(error: BaseException, action: Action | None = None) -> str:
         )
     if isinstance(error, ConnectionFailed):
         return (
-            f"Cannot reach {_base(url)}: nothing answered ({error}). "
-            "Check the address and that the server is running."
+            f"Cannot reach {_base(url)}: nothing answered ({error}). Check the address and that the server is running."
         )
     if isinstance(error, BadResponse):
         return (
@@ -103,20 +104,56 @@ def _base(url: str) -> str:
     return "/".join(parts[:3]) if "://" in url else url
 
 
+def _number(value: Any) -> float | None:
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass
 class AdapterRow:
-    """One line of the model selector: an adapter version and how good it is on held-out data."""
+    """One line of the model selector: an adapter version and how good it is on held-out data.
+
+    `dice` is the held-out Dice the server measured when the version was registered (its activation decision);
+    `val_dice` the best validation Dice of its training run, shown only when there is no held-out number.
+    """
 
     version: str
     method: str = ""
     dice: float | None = None
     active: bool = False
+    val_dice: float | None = None
 
     @property
     def label(self) -> str:
-        dice = f"held-out Dice {self.dice:.3f}" if self.dice is not None else "not evaluated"
+        if self.dice is not None:
+            dice = f"held-out Dice {self.dice:.3f}"
+        elif self.val_dice is not None:
+            dice = f"no held-out Dice (validation {self.val_dice:.3f})"
+        else:
+            dice = "not evaluated"
         method = f" ({self.method})" if self.method else ""
         return f"{self.version}{method}, {dice}" + (" [active]" if self.active else "")
+
+
+@dataclass
+class ComparisonRow:
+    """One line of the Review table: a held-out image (and label) with the Dice of base and of the adapter."""
+
+    image: str
+    label: str
+    dice_base: float | None
+    dice_adapted: float | None
+    diff: float | None
+
+    @property
+    def cells(self) -> tuple[str, str, str, str]:
+        def fmt(value: float | None, sign: str = "") -> str:
+            return "-" if value is None else f"{value:{sign}.3f}"
+
+        name = f"{self.image} / {self.label}" if self.label else self.image
+        return name, fmt(self.dice_base), fmt(self.dice_adapted), fmt(self.diff, "+")
 
 
 @dataclass
@@ -143,6 +180,9 @@ class PanelState:
     training_history: list[dict[str, Any]] = field(default_factory=list)
     progress: float = 0.0
     sample_reason: str = ""
+    comparison: list[ComparisonRow] = field(default_factory=list)
+    comparison_summary: str = ""
+    uncertainty: bool = False
     status: str = "Not connected. Enter the server address and press Connect."
 
 
@@ -174,6 +214,7 @@ class Presenter:
             Action.SUBMIT: on_server and s.has_result,
             Action.START_TRAINING: TRAINER in s.trainers and not s.training,
             Action.REVIEW: on_server and AUTO_MODEL in s.models and any(a.version != "base" for a in s.adapters),
+            Action.COMPARE: s.registry,
             Action.TOGGLE_REVIEW: s.has_review,
             Action.ACTIVATE: s.registry and self._selected_is_inactive(),
             Action.ROLLBACK: s.registry and len(s.adapters) > 1,
@@ -206,8 +247,12 @@ class Presenter:
             self.state.connected = False
         self.state.status = describe_error(error, action)
 
-    def connected(self, url: str, info: dict[str, Any], adapters: list[dict[str, Any]] | None) -> None:
-        """Fill the panel from GET /info/ (and the registry's list when the server has one)."""
+    def connected(self, url: str, info: dict[str, Any], adapters: dict[str, Any] | list | None) -> None:
+        """Fill the panel from GET /info/ and the registry (GET /medfm/adapters) when the server has one.
+
+        `adapters` is the registry's reply ({"active", "adapters": [...]}), its bare list of rows, or None for a
+        server without a registry (then the adapter list comes from /info/ train_stats).
+        """
         s = self.state
         s.connected = True
         s.server_url = url
@@ -218,12 +263,23 @@ class Presenter:
         s.fm = self._fm_name(info)
         s.registry = adapters is not None
         s.adapters = self._adapter_rows(info, adapters)
+        s.comparison, s.comparison_summary = [], ""
         active = next((a.version for a in s.adapters if a.active), "base")
         s.selected_adapter = active
         s.training_history = self._history(info)
         names = ", ".join(a.version for a in s.adapters) or "none"
         s.busy = None
         s.status = f"Connected to {url}. Foundation model: {s.fm or 'unknown'}; adapters: {names}."
+
+    def registry_changed(self, adapters: dict[str, Any] | list | None) -> None:
+        """The registry changed (activate, rollback, a finished adaptation): new rows, selection kept if it exists."""
+        s = self.state
+        if adapters is None:
+            return
+        s.registry = True
+        s.adapters = self._adapter_rows({}, adapters)
+        if not any(a.version == s.selected_adapter for a in s.adapters):
+            s.selected_adapter = next((a.version for a in s.adapters if a.active), "base")
 
     def volume_changed(self, has_volume: bool, image_id: str | None = None) -> None:
         """A different volume is selected: results and prompts belong to the old one."""
@@ -258,16 +314,46 @@ class Presenter:
             s.status = f"Adaptation failed on the server: {last_line}"
 
     def sample_chosen(self, strategy: str, result: dict[str, Any]) -> None:
-        """Say which image the active-learning strategy picked and why (its own reason if it sent one)."""
+        """Say which image the active-learning strategy picked and why, in the server's own words ("reason").
+
+        The strategy's name comes from "chosen_by": MONAI Label overwrites "strategy" in the reply with image info.
+        An empty reply means every image already has a label.
+        """
         s = self.state
-        image = result.get("id", "?")
-        reason = result.get("reason") or result.get("why")
-        if not reason:
-            scores = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in ("ts",)}
-            reason = ", ".join(f"{k} = {v:.3g}" for k, v in list(scores.items())[:3]) if scores else ""
-        s.sample_reason = f"{strategy} chose {image}" + (f": {reason}" if reason else ".")
+        name = str(result.get("chosen_by") or strategy or "the server")
+        if not result.get("id"):
+            s.sample_reason = f"Nothing to label: every image on the server has a label ({name} has no candidate)."
+        else:
+            reason = result.get("reason")
+            if not reason:
+                score, rank = _number(result.get("score")), result.get("rank")
+                parts = ([f"score {score:.3g}"] if score is not None else []) + ([f"rank {rank}"] if rank else [])
+                reason = ", ".join(parts)
+            s.sample_reason = f"{name} chose {result['id']}" + (f": {reason}" if reason else ".")
         s.busy = None
         s.status = s.sample_reason
+
+    def compared(self, result: dict[str, Any]) -> None:
+        """Fill the Review table from GET /medfm/adapters/compare (a = base, b = the selected adapter)."""
+        s = self.state
+        rows = [r for r in result.get("per_image") or [] if isinstance(r, dict)]
+        s.comparison = [
+            ComparisonRow(
+                str(r.get("image", "?")),
+                str(r.get("label", "")),
+                _number(r.get("dice_a")),
+                _number(r.get("dice_b")),
+                _number(r.get("diff")),
+            )
+            for r in rows
+        ]
+        a, b = result.get("a", "base"), result.get("b", "?")
+        mean_a, mean_b = _number(result.get("mean_dice_a")), _number(result.get("mean_dice_b"))
+        means = f" (mean Dice {a} {mean_a:.3f}, {b} {mean_b:.3f})" if mean_a is not None and mean_b is not None else ""
+        summary = result.get("summary") or f"{len(rows)} held-out image-label pairs"
+        s.comparison_summary = f"{a} vs {b} on held-out images: {summary}{means}."
+        s.busy = None
+        s.status = s.comparison_summary
 
     # ---- reading /info/ -------------------------------------------------------------------------------------------
 
@@ -287,19 +373,24 @@ class Presenter:
         return [h for h in history if isinstance(h, dict)]
 
     @staticmethod
-    def _adapter_rows(info: dict[str, Any], adapters: list[dict[str, Any]] | None) -> list[AdapterRow]:
+    def _adapter_rows(info: dict[str, Any], adapters: dict[str, Any] | list | None) -> list[AdapterRow]:
         if adapters is not None:
+            listing = (adapters.get("adapters") or []) if isinstance(adapters, dict) else adapters
+            active = adapters.get("active") if isinstance(adapters, dict) else None
             rows = [
                 AdapterRow(
-                    version=str(a.get("version", "?")),
-                    method=str(a.get("method", "")),
-                    dice=a.get("val_dice", a.get("dice")),
-                    active=bool(a.get("active")),
+                    version=str(a.get("version") or a.get("id") or "?"),
+                    method=str(a.get("method") or ""),
+                    dice=_number(a.get("heldout_dice")),
+                    active=bool(a.get("active")) if active is None else a.get("version") == active,
+                    val_dice=_number(a.get("val_dice")),
                 )
-                for a in adapters
+                for a in listing
+                if isinstance(a, dict)
             ]
             if not any(r.version == "base" for r in rows):
-                rows.insert(0, AdapterRow("base", active=not any(r.active for r in rows)))
+                base_active = active == "base" if active is not None else not any(r.active for r in rows)
+                rows.insert(0, AdapterRow("base", active=base_active))
             return rows
         stats = (info.get("train_stats") or {}).get(TRAINER) or {}
         rows = [AdapterRow("base")]
@@ -307,7 +398,7 @@ class Presenter:
         if version:
             history = stats.get("history") or []
             dice = history[-1].get("val_dice") if history and isinstance(history[-1], dict) else None
-            rows.append(AdapterRow(str(version), str(stats.get("method", "")), dice, active=True))
+            rows.append(AdapterRow(str(version), str(stats.get("method", "")), None, True, _number(dice)))
         else:
             rows[0].active = True
         return rows

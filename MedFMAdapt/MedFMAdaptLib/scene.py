@@ -178,6 +178,85 @@ def same_grid(a, b, tolerance: float = GRID_TOLERANCE) -> bool:
     return dimensions(a) == dimensions(b) and np.allclose(ijk_to_ras(a), ijk_to_ras(b), atol=tolerance)
 
 
+# ---- overlays ----------------------------------------------------------------------------------------------------
+
+OVERLAY_ROLE = "MedFMAdapt.uncertainty"
+OVERLAY_COLORS = "MedFMAdapt uncertainty"
+ENTROPY_MAX = float(np.log(2.0))  # binary entropy in nats of a 50/50 guess
+
+
+def overlay_colors(scene):
+    """A colour table for uncertainty maps: clear blue (sure) through yellow to red (guessing); made once per scene.
+
+    Built here rather than taken from Slicer's stock tables so the overlay looks the same in slicer-core and Slicer.
+    """
+    for node in _nodes_by_name(scene, "vtkMRMLColorTableNode", OVERLAY_COLORS):
+        return node
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName(OVERLAY_COLORS)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    table.GetLookupTable().SetTableRange(0, 255)
+    for n in range(256):
+        t = n / 255.0
+        red, green, blue = (2 * t, 2 * t, 1 - 2 * t) if t <= 0.5 else (1.0, 2 * (1 - t), 0.0)
+        table.SetColor(n, f"{n}", red, green, blue, 1.0)
+    table.SetHideFromEditors(True)
+    scene.AddNode(table)
+    return table
+
+
+def _nodes_by_name(scene, class_name: str, name: str) -> list:
+    nodes = scene.GetNodesByClassByName(class_name, name)
+    return [nodes.GetItemAsObject(n) for n in range(nodes.GetNumberOfItems())]
+
+
+def load_overlay(scene, path: Path, volume, name: str | None = None, maximum: float = ENTROPY_MAX):
+    """A server map (e.g. the uncertainty of a segmentation) as a scalar volume node on `volume`'s geometry.
+
+    Like a label, the file is checked against the volume's grid before anything is added, so a mismatched answer
+    changes nothing. The node gets the uncertainty colour table, a fixed 0..`maximum` window (0 = sure) and a
+    threshold that leaves voxels with no uncertainty transparent, so it can be shown as the slice views' foreground.
+    The previous overlay of the same volume is replaced.
+    """
+    overlay = read_volume(scene, path, name or f"{volume.GetName()} uncertainty", add=False)
+    if not same_grid(overlay, volume):
+        raise ValueError("The server's uncertainty map is not on the volume's voxel grid; nothing was added.")
+    overlay.CopyOrientation(volume)  # remove float32 rounding from the file so the grids match exactly
+    old = volume.GetNodeReference(OVERLAY_ROLE)
+    scene.AddNode(overlay)
+    display = slicer.vtkMRMLScalarVolumeDisplayNode()
+    scene.AddNode(display)
+    display.SetAndObserveColorNodeID(overlay_colors(scene).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, float(maximum))
+    display.AutoThresholdOff()
+    display.SetThreshold(float(maximum) * 0.02, float(maximum) * 10.0)
+    display.ApplyThresholdOn()
+    overlay.SetAndObserveDisplayNodeID(display.GetID())
+    volume.SetNodeReferenceID(OVERLAY_ROLE, overlay.GetID())
+    if old is not None:
+        remove_volume(scene, old)
+    return overlay
+
+
+def overlay_of(volume):
+    """The uncertainty overlay last loaded for `volume`, or None."""
+    return volume.GetNodeReference(OVERLAY_ROLE) if volume is not None else None
+
+
+def remove_volume(scene, node) -> None:
+    """Remove a volume node with its display and storage nodes."""
+    for n in range(node.GetNumberOfDisplayNodes()):
+        display = node.GetNthDisplayNode(n)
+        if display is not None:
+            scene.RemoveNode(display)
+    storage = node.GetStorageNode()
+    if storage is not None:
+        scene.RemoveNode(storage)
+    scene.RemoveNode(node)
+
+
 # ---- labels to and from segmentations ---------------------------------------------------------------------------
 
 

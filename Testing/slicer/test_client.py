@@ -133,3 +133,19 @@ def test_error_detail_extraction():
     assert _detail_of(b'{"detail": [{"loc": ["query", "image"], "msg": "field required"}]}') == "field required"
     assert _detail_of(b"Internal Server Error") == "Internal Server Error"
     assert _detail_of(b"") == "no explanation given"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://elsewhere.example:8000/medfm/results/uncertainty-0.nii.gz",
+        "/datastore/image?image=breast1",
+        "/medfm/results/../adapters",
+    ],
+)
+def test_result_urls_outside_the_servers_results_are_not_fetched(url, tmp_path):
+    from MedFMAdapt.MedFMAdaptLib.errors import BadResponse
+
+    client = MedFMClient("http://127.0.0.1:9", download_dir=tmp_path)  # port 9: nothing would answer anyway
+    with pytest.raises(BadResponse, match="not fetched"):
+        client.download_result(url)

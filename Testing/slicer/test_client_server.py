@@ -42,12 +42,15 @@ def test_upload_small_volume_and_download_it_back(client, tmp_path):
     sitk.WriteImage(image, str(path))
 
     stored = client.upload_image(path, "slicer_client_test")
-    assert stored == "slicer_client_test"
-    fetched = client.download_image(stored)
-    assert fetched.parent == client.download_dir
-    back = sitk.ReadImage(str(fetched))
-    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
-    np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    try:
+        assert stored == "slicer_client_test"
+        fetched = client.download_image(stored)
+        assert fetched.parent == client.download_dir
+        back = sitk.ReadImage(str(fetched))
+        assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+        np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    finally:  # the shared server's pool stays "every image labelled" for the active-learning test
+        client.send(client.build_request("DELETE", "/datastore/image", {"id": "slicer_client_test"}))
 
 
 def test_missing_image_is_a_404_in_plain_words(client):

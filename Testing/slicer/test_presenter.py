@@ -82,24 +82,72 @@ def test_busy_disables_everything_but_stop_training(connected):
     assert Action.START_TRAINING not in connected.enabled_actions()
 
 
+# GET /medfm/adapters as the server sends it (rows trimmed to the fields the panel reads, plus one it ignores).
+REGISTRY = {
+    "fm": {"name": "MedSAM-Lite", "sha256": "ab12"},
+    "active": "v0001",
+    "history": ["v0001"],
+    "adapters": [
+        {
+            "version": "v0001",
+            "id": "v0001",
+            "method": "lora",
+            "val_dice": 0.71,
+            "heldout_dice": 0.682,
+            "active": True,
+            "decision": {"activated": True},
+            "imported_from": None,
+        },
+        {
+            "version": "v0002",
+            "id": "v0002",
+            "method": "dora",
+            "val_dice": 0.74,
+            "heldout_dice": None,
+            "active": False,
+            "decision": None,
+            "imported_from": None,
+        },
+    ],
+}
+
+
 def test_registry_actions_need_the_registry(connected):
     assert not connected.enabled(Action.ACTIVATE) and not connected.enabled(Action.ROLLBACK)
-    registry = [
-        {"version": "base", "active": False, "val_dice": 0.55},
-        {"version": "v1", "method": "lora", "val_dice": 0.71, "active": True},
-        {"version": "v2", "method": "dora", "val_dice": 0.74},
-    ]
-    connected.connected("http://127.0.0.1:8000", INFO, adapters=registry)
-    assert connected.state.selected_adapter == "v1"
-    assert not connected.enabled(Action.ACTIVATE)  # v1 is already active
-    connected.state.selected_adapter = "v2"
+    assert not connected.enabled(Action.COMPARE)
+    connected.connected("http://127.0.0.1:8000", INFO, adapters=REGISTRY)
+    assert connected.state.selected_adapter == "v0001"
+    assert not connected.enabled(Action.ACTIVATE)  # v0001 is already active
+    connected.state.selected_adapter = "v0002"
     assert connected.enabled(Action.ACTIVATE) and connected.enabled(Action.ROLLBACK)
-    assert [a.label for a in connected.state.adapters][1] == "v1 (lora), held-out Dice 0.710 [active]"
+    assert connected.enabled(Action.COMPARE)
+    assert [a.label for a in connected.state.adapters] == [
+        "base, not evaluated",
+        "v0001 (lora), held-out Dice 0.682 [active]",
+        "v0002 (dora), no held-out Dice (validation 0.740)",
+    ]
+
+
+def test_registry_with_base_active_and_after_rollback(connected):
+    connected.connected("http://127.0.0.1:8000", INFO, adapters={**REGISTRY, "active": "base", "adapters": []})
+    assert [a.label for a in connected.state.adapters] == ["base, not evaluated [active]"]
+    assert connected.state.selected_adapter == "base"
+
+    connected.state.selected_adapter = "v0002"
+    rows = [{**a, "active": a["version"] == "v0002"} for a in REGISTRY["adapters"]]
+    connected.registry_changed({**REGISTRY, "active": "v0002", "adapters": rows})
+    assert [a.version for a in connected.state.adapters if a.active] == ["v0002"]
+    assert connected.state.selected_adapter == "v0002"  # the selection is kept while it exists
+    connected.registry_changed({**REGISTRY, "active": "base", "adapters": []})
+    assert connected.state.selected_adapter == "base"
 
 
 def test_adapters_without_registry_come_from_train_stats(connected):
     rows = connected.state.adapters
-    assert [(r.version, r.active, r.dice) for r in rows] == [("base", False, None), ("v2", True, 0.74)]
+    assert [(r.version, r.active, r.dice, r.val_dice) for r in rows] == [
+        ("base", False, None, None),
+        ("v2", True, None, 0.74),
+    ]
 
 
 def test_training_progress_and_outcomes(connected):
@@ -116,6 +164,46 @@ def test_training_progress_and_outcomes(connected):
 def test_sample_reason(connected):
     connected.sample_chosen("uncertainty", {"id": "lung2", "reason": "highest disagreement between adapters"})
     assert connected.state.status == "uncertainty chose lung2: highest disagreement between adapters"
+
+
+def test_sample_names_the_strategy_from_chosen_by_not_strategy(connected):
+    """MONAI Label overwrites "strategy" in the reply with image info; the server names itself in "chosen_by"."""
+    reply = {"id": "lung1", "chosen_by": "diversity", "strategy": {"lung1": {"ts": 1}}, "score": 0.4321, "rank": 1}
+    connected.sample_chosen("hybrid", reply)
+    assert connected.state.sample_reason == "diversity chose lung1: score 0.432, rank 1"
+    connected.sample_chosen("hybrid", {})
+    assert connected.state.status == (
+        "Nothing to label: every image on the server has a label (hybrid has no candidate)."
+    )
+
+
+def test_comparison_table_from_compare(connected):
+    reply = {
+        "a": "base",
+        "b": "v0001",
+        "mode": "interactive",
+        "per_image": [
+            {"image": "breast1", "label": "lesion", "dice_a": 0.61, "dice_b": 0.7, "diff": 0.09},
+            {"image": "lung1", "label": "lesion", "dice_a": 0.8, "dice_b": 0.75, "diff": -0.05},
+        ],
+        "mean_dice_a": 0.705,
+        "mean_dice_b": 0.725,
+        "mean_diff": 0.02,
+        "better": "v0001",
+        "by": 0.02,
+        "summary": "v0001 is better by 0.020 mean Dice over 2 image-label pairs",
+    }
+    connected.begin(Action.COMPARE)
+    connected.compared(reply)
+    assert [r.cells for r in connected.state.comparison] == [
+        ("breast1 / lesion", "0.610", "0.700", "+0.090"),
+        ("lung1 / lesion", "0.800", "0.750", "-0.050"),
+    ]
+    assert connected.state.busy is None
+    assert connected.state.status == (
+        "base vs v0001 on held-out images: v0001 is better by 0.020 mean Dice over 2 image-label pairs "
+        "(mean Dice base 0.705, v0001 0.725)."
+    )
 
 
 def test_failed_connect_leaves_panel_disconnected(connected):

@@ -203,6 +203,64 @@ def test_label_on_another_grid_changes_nothing(scene, tmp_path):
     assert scene.GetNumberOfNodes() == before
 
 
+# ---- server uncertainty map -> overlay volume -------------------------------------------------------------------
+
+
+def _server_map(image: sitk.Image, path, seed: int = 5) -> np.ndarray:
+    """A float map as the server writes an uncertainty map: binary entropy in nats on the image's grid."""
+    rng = np.random.default_rng(seed)
+    array = np.zeros(image.GetSize()[::-1], dtype=np.float32)
+    array[2:5] = rng.uniform(0.0, np.log(2.0), size=array[2:5].shape).astype(np.float32)
+    uncertainty = sitk.GetImageFromArray(array)
+    uncertainty.CopyInformation(image)
+    sitk.WriteImage(uncertainty, str(path))
+    return array
+
+
+def test_uncertainty_map_becomes_overlay_on_same_grid(lps_case, tmp_path, scene):
+    name, image, _, volume = lps_case
+    expected = _server_map(image, tmp_path / f"{name}_uncertainty.nii.gz")
+
+    overlay = scene_lib.load_overlay(scene, tmp_path / f"{name}_uncertainty.nii.gz", volume)
+    assert overlay.IsA("vtkMRMLScalarVolumeNode") and not overlay.IsA("vtkMRMLLabelMapVolumeNode")
+    assert scene_lib.dimensions(overlay) == scene_lib.dimensions(volume)
+    assert np.array_equal(scene_lib.ijk_to_ras(overlay), scene_lib.ijk_to_ras(volume))
+    assert np.array_equal(scene_lib.voxel_array(overlay), expected)  # same [k, j, i] voxels as SimpleITK's
+    # A voxel's centre is where SimpleITK puts it, so the overlay sits on the anatomy, not just on the same size.
+    index = (4, 6, 3)
+    ras = (scene_lib.ijk_to_ras(overlay) @ np.array([*index, 1.0]))[:3]
+    np.testing.assert_allclose(ras, voxel_center_ras(image, index), atol=1e-4)
+
+    display = overlay.GetDisplayNode()
+    assert display.GetColorNode().GetName() == scene_lib.OVERLAY_COLORS
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, np.log(2.0)))
+    assert display.GetApplyThreshold() and 0 < display.GetLowerThreshold() < 0.05
+    assert scene_lib.overlay_of(volume) is overlay
+
+
+def test_new_overlay_replaces_the_old_one(scene, tmp_path):
+    image, volume = _loaded(scene, tmp_path, "oblique")
+    _server_map(image, tmp_path / "first.nii.gz", seed=1)
+    first = scene_lib.load_overlay(scene, tmp_path / "first.nii.gz", volume)
+    nodes = scene.GetNumberOfNodes()
+    expected = _server_map(image, tmp_path / "second.nii.gz", seed=2)
+    second = scene_lib.load_overlay(scene, tmp_path / "second.nii.gz", volume)
+    assert not scene.IsNodePresent(first) and scene.IsNodePresent(second)
+    assert scene.GetNumberOfNodes() == nodes  # its display and storage nodes went too; one colour table shared
+    assert np.array_equal(scene_lib.voxel_array(scene_lib.overlay_of(volume)), expected)
+
+
+def test_uncertainty_map_on_another_grid_changes_nothing(scene, tmp_path):
+    _image, volume = _loaded(scene, tmp_path, "flipped")
+    shifted = make_image(DIRECTIONS["flipped"])
+    shifted.SetOrigin((0.0, 0.0, 0.0))
+    _server_map(shifted, tmp_path / "bad.nii.gz")
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="voxel grid"):
+        scene_lib.load_overlay(scene, tmp_path / "bad.nii.gz", volume)
+    assert scene.GetNumberOfNodes() == before and scene_lib.overlay_of(volume) is None
+
+
 # ---- markups in RAS -> server IJK prompts -----------------------------------------------------------------------
 
 
