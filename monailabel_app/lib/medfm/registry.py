@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from .adapter_archive import export_version, import_archive
@@ -37,7 +38,7 @@ class Registry:
                          "note": m.get("note", ""), "labels": sorted(m.get("labels", {})),
                          "val_dice": best.get("val_dice"), "val_dice_box": best.get("val_dice_box"),
                          "base_val_dice_box": m.get("metrics", {}).get("base", {}).get("val_dice_box"),
-                         "heldout_dice": (self.decision(version) or {}).get("new_dice"),
+                         "heldout_dice": self.heldout_dice(version),
                          "adapter_bytes": m.get("adapter_bytes"), "active": version == active,
                          "decision": self.decision(version), "imported_from": m.get("imported_from")})
         return {"fm": self.service.fm_info(), "active": active, "history": self.store.history(), "adapters": rows}
@@ -50,13 +51,21 @@ class Registry:
             decision = self.decision(version) or {}
             rows.append({"version": version, "created": m.get("created"),
                          "labelled_images": len(m.get("train_images", [])) + len(m.get("val_images", [])),
-                         "heldout_dice": decision.get("new_dice"), "heldout_mode": decision.get("mode")})
+                         "heldout_dice": self.heldout_dice(version), "heldout_mode": decision.get("mode")})
         return rows
 
     def get(self, version: str) -> dict:
         version = self.store.check_id(version)
         return {"manifest": self.store.manifest(version), "active": version == self.store.active(),
                 "decision": self.decision(version), "evaluations": self._read(self.evaluations / f"{version}.json")}
+
+    def heldout_dice(self, version: str) -> float | None:
+        """The newest held-out mean Dice known for a version: from any evaluation, else its activation check."""
+        records = sorted(self._read(self.evaluations / f"{version}.json").values(),
+                         key=lambda r: r.get("evaluated_at", 0))
+        if records:
+            return records[-1]["mean"]["dice"]
+        return (self.decision(version) or {}).get("new_dice")
 
     def decision(self, version: str) -> dict | None:
         return self._read(self.decisions / f"{version}.json") or None
@@ -93,6 +102,7 @@ class Registry:
         result = evaluate(self.service.segmenter, version, cases, self.service.settings.labels, mode, jitter,
                           self.service.settings.ct_window)
         result["heldout_key"] = key
+        result["evaluated_at"] = time.time()
         with self.store.lock:
             records = self._read(path)
             records[key] = result
