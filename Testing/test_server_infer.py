@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -81,3 +83,26 @@ def test_uploaded_file_is_segmented_without_entering_the_datastore(client, serve
     assert image.GetSize() == (45, 120, 21) and pred[:, :, 9].any()
     if before is not None:
         assert client.datastore()["objects"].keys() == before
+
+
+def test_server_answers_while_an_inference_runs(client, server):
+    """MONAI Label's infer endpoint blocks its event loop; ours runs in a worker thread so /info/ still answers.
+
+    Ordering, not timing: /info/ must come back while a cold 10-slice inference on lung1 is still running.
+    """
+    import threading
+
+    truth, _ = read_ijk(server.studies / "labels" / "final" / "lung1.nii.gz")
+    roi = label_roi(truth)
+    roi[5] = min(roi[4] + 9, truth.shape[2] - 1)
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(result=client.infer("medsam_interactive", "lung1",
+                                                                              {"roi": roi})))
+    worker.start()
+    time.sleep(2.0)  # the request is in; ten cold slices take well over 10 s on this class of CPU
+    assert worker.is_alive(), "the inference finished too fast for this check to mean anything"
+    info = server.info()
+    still_running = worker.is_alive()
+    worker.join()
+    assert still_running and "medsam_interactive" in info["models"]
+    assert done["result"][1]["timing"]["cache_misses"] == roi[5] - roi[4] + 1

@@ -35,10 +35,11 @@ class MedFMAdaptApp(MONAILabelApp):
         if "monailabel.app" in sys.modules:  # inside the server, not the training subprocess
             from monailabel.app import app as fastapi_app
 
-            from lib.preflight import install_train_preflight
+            from lib.preflight import install_nonblocking_infer, install_train_preflight
             from lib.registry_api import build_router
 
             install_train_preflight(fastapi_app, self.check_train_request)
+            install_nonblocking_infer(fastapi_app)
             if not any(getattr(r, "path", "").startswith("/medfm/") for r in fastapi_app.router.routes):
                 fastapi_app.include_router(build_router(Registry(self.medsam.service), self.datastore()))
                 fastapi_app.openapi_schema = None  # regenerate so /openapi.json lists the registry

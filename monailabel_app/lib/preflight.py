@@ -1,21 +1,25 @@
-"""Check a train request before MONAI Label spawns its training subprocess.
+"""Routes registered in front of two of MONAI Label's own, each handing the request to MONAI Label's handler.
 
-MONAI Label's POST /train/{model} answers 200 and fails later inside the subprocess, so a typo in a hyperparameter
-or an empty datastore would only show up as ERROR in the logs. This route, registered in front of it, refuses
-such requests with a 4xx in plain words and otherwise hands the request to MONAI Label's own handler unchanged.
+- POST /train/{model} answers 200 and fails later inside the training subprocess, so a typo in a hyperparameter
+  or an empty datastore would only show up as ERROR in the logs: ours refuses such requests with a 4xx first.
+- POST /infer/{model} is an `async def` that runs inference synchronously, so while one volume is segmented the
+  server answers nothing else (GET /info/ waited 32 s behind an inference). Ours is a plain `def`, which FastAPI
+  runs in its thread pool, so the event loop stays free; the work done is MONAI Label's own `run_inference`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Depends, FastAPI
+from fastapi import BackgroundTasks, Depends, FastAPI, File, Form, UploadFile
 from fastapi.routing import APIRoute
 from monailabel.config import settings
+from monailabel.endpoints import infer as ml_infer
 from monailabel.endpoints import train as ml_train
 from monailabel.endpoints.user.auth import RBAC, User
 
-ADMIN = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))  # the same role MONAI Label's own route requires
+ADMIN = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))  # the same roles MONAI Label's own routes require
+USER = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
 
 
 def install_train_preflight(app: FastAPI, validate: Callable[[str, dict], None]) -> None:
@@ -30,5 +34,21 @@ def install_train_preflight(app: FastAPI, validate: Callable[[str, dict], None])
         return ml_train.run_model(model, params, run_sync, enqueue)
 
     route = APIRoute(path, medfm_train_preflight, methods=["POST"], name="medfm_train_preflight",
+                     include_in_schema=False)
+    app.router.routes.insert(0, route)
+
+
+def install_nonblocking_infer(app: FastAPI) -> None:
+    path = f"{settings.MONAI_LABEL_API_STR}/infer/{{model}}"
+    if any(getattr(r, "name", "") == "medfm_infer_in_thread" for r in app.router.routes):
+        return
+
+    def medfm_infer_in_thread(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
+                              params: str = Form("{}"), file: UploadFile = File(None),
+                              label: UploadFile = File(None), output: ml_infer.ResultType | None = None,
+                              user: User = USER):
+        return ml_infer.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+
+    route = APIRoute(path, medfm_infer_in_thread, methods=["POST"], name="medfm_infer_in_thread",
                      include_in_schema=False)
     app.router.routes.insert(0, route)
