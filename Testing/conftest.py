@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from scripts.serve import ServerProcess, free_port  # noqa: F401 - free_port is used by test_make_serve
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVE = ROOT / "monailabel_app" / "scripts" / "serve.py"
 BUILD = ROOT / "monailabel_app" / "scripts" / "build_sample_datastore.py"
 SAMPLE = ROOT / "build" / "sample_datastore"  # built once per checkout, copied per server
 IMAGE_IDS = ("brain1", "brain2", "breast1", "lung1", "lung2", "mni152")
@@ -42,57 +36,13 @@ def copy_datastore(source: Path, dest: Path, images: tuple[str, ...] = IMAGE_IDS
     return dest
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class RunningServer(ServerProcess):
+    """The server `make serve` starts, on a free port, with background rescoring off: it would compete with the
+    tests for the 2 CPU cores (the active-learning tests start scoring themselves)."""
 
-
-class RunningServer:
     def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.studies, self.models, self.log = studies, models, log
-        args = [sys.executable, str(SERVE), "--studies", str(studies), "--port", str(self.port),
-                "--conf", "models_dir", str(models)]
-        for key, value in (conf or {}).items():
-            args += ["--conf", key, value]
-        # Background rescoring (on by default for a site) would compete with the tests for the 2 CPU cores;
-        # the active-learning tests start scoring themselves.
-        env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(models / "sessions"),
-               "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
-        self._log_handle = open(log, "w")  # noqa: SIM115 - held for the server process lifetime
-        self.process = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                        env=env, start_new_session=True)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/info/", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
-
-    def info(self) -> dict:
-        with urllib.request.urlopen(f"{self.url}/info/", timeout=30) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log_handle.close()
+        super().__init__(studies, models, log, conf, env={"MONAI_LABEL_SESSION_PATH": str(models / "sessions"),
+                                                           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}, timeout=180)
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def area(curve: list[dict], key: str) -> float:
     """Area under held-out Dice vs labels, normalised by the label range (a mean Dice over the session)."""
     x = np.asarray([c["labelled"] for c in curve], float)
     y = np.asarray([c[key] for c in curve], float)
-    return float(np.trapezoid(y, x) / (x[-1] - x[0])) if len(x) > 1 else float(y[0])
+    return float(np.trapz(y, x) / (x[-1] - x[0])) if len(x) > 1 else float(y[0])
 
 
 def summarise(results: dict) -> dict:

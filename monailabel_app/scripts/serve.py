@@ -6,8 +6,14 @@ Used by `make serve` and by the test fixtures, so what is tested is what a site 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -37,6 +43,61 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     for key, value in SERVER_ENV.items():
         env.setdefault(key, value)
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """This script's server as a child process on a free localhost port, for tests and benchmarks."""
+
+    def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None, timeout: float = 300):
+        self.studies, self.models, self.log = Path(studies), Path(models), Path(log)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, __file__, "--studies", str(studies), "--port", str(self.port),
+                "--conf", "models_dir", str(models)]
+        for key, value in (conf or {}).items():
+            args += ["--conf", key, value]
+        self._log_handle = open(log, "w")  # noqa: SIM115 - held for the server process lifetime
+        started = time.perf_counter()
+        self.process = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT,
+                                        cwd=str(APP_DIR.parent), env={**os.environ, **(env or {})},
+                                        start_new_session=True)
+        self._wait_ready(timeout)
+        self.startup_s = time.perf_counter() - started
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/info/", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
+
+    def info(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/info/", timeout=60) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log_handle.close()
 
 
 def main(argv: list[str] | None = None) -> None:
