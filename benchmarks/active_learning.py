@@ -7,7 +7,7 @@ with the prompt-free label prompt, a fixed number of steps, so rounds differ onl
 then scored on the fixed held-out slices, prompt-free and box-prompted. Encoder embeddings are computed once for
 all slices and shared by every strategy, seed and round, as the server's cache shares them.
 
-    make bench-al                       # CPU-sized (about 15-25 min on 2 cores)
+    make bench-al                       # CPU-sized (under 30 min on 2 idle cores)
     make bench-al BENCH_ARGS=--smoke    # seconds-to-minutes check that the script works
 On a CUDA machine the same command runs a larger configuration.
 """
@@ -40,7 +40,7 @@ STRATEGIES = ("random", "uncertainty", "diversity", "hybrid")
 GRAY = 2
 CONFIGS = {
     "smoke": {"pool": 8, "heldout": 3, "start": 1, "k": 1, "rounds": 2, "steps": 4, "seeds": 1},
-    "cpu": {"pool": 32, "heldout": 8, "start": 1, "k": 2, "rounds": 4, "steps": 24, "seeds": 3},
+    "cpu": {"pool": 24, "heldout": 6, "start": 1, "k": 2, "rounds": 3, "steps": 12, "seeds": 3},
     "cuda": {"pool": 64, "heldout": 16, "start": 1, "k": 4, "rounds": 6, "steps": 60, "seeds": 5},
 }
 
@@ -176,8 +176,13 @@ def main() -> None:
     backend = get_backend()
     base = backend.build_model(device)
     pool, heldout = build_slices(Path(args.studies), cfg, backend, device)
-    results = {s: [run_strategy(s, seed, pool, heldout, backend, base, cfg, device) for seed in range(cfg["seeds"])]
-               for s in STRATEGIES}
+    results: dict[str, list] = {}
+    for strategy in STRATEGIES:
+        results[strategy] = []
+        for seed in range(cfg["seeds"]):
+            results[strategy].append(run_strategy(strategy, seed, pool, heldout, backend, base, cfg, device))
+            print(f"{strategy} seed {seed}: {results[strategy][-1]} ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
     summary = summarise(results)
     info = {"benchmark": "active_learning", "config": name, "settings": cfg, "machine": machine(),
             "date": time.strftime("%Y-%m-%d"), "wall_s": round(time.perf_counter() - start, 1),
