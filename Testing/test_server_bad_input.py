@@ -42,6 +42,8 @@ def write(tmp_path, name: str, image: sitk.Image) -> str:
     ({"roi": [21, 64, 29, 75, 8, 10], "adapter": "v9999"}, 404, "does not exist"),
     ({"roi": [21, 64, 29, 75, 8, 10], "adapter": "../../etc"}, 400, "not valid"),
     ({"roi": [21, 64, 29, 75, 8, 10], "modality": "PET"}, 400, "modality"),
+    ({"foreground": [[25, 70, 9]], "max_propagation": -1}, 400, "max_propagation"),
+    ({"foreground": [[25, 70, 9]], "max_propagation": "all"}, 400, "whole number of slices"),
 ])
 def test_bad_prompts(client, unchanged, params, status, words):
     expect_status(lambda: client.infer("medsam_interactive", "breast1", params), status, words)

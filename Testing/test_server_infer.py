@@ -74,6 +74,11 @@ def test_a_click_alone_segments_the_lesion_in_3d(client, server):
     assert len(params["slices"]) > 1
     assert dice(pred > 0, truth > 0) >= 0.8  # measured 0.919 on the dev CPU
 
+    flat, params = client.infer("medsam_interactive", "lung2", {"foreground": [click], "max_propagation": 0})
+    flat, _ = read_ijk(flat)
+    assert params["slices"] == [k] and flat.sum() == flat[:, :, k].sum() > 0  # the clicked slice alone
+    assert np.array_equal(flat[:, :, k], pred[:, :, k])
+
 
 def test_uploaded_file_is_segmented_without_entering_the_datastore(client, server, tmp_path):
     before = client.datastore()["objects"].keys() if "objects" in client.datastore() else None

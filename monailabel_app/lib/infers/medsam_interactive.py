@@ -9,4 +9,5 @@ class MedSAMInteractive(MedSAMInferTask):
     mode = "interactive"
     infer_type = InferType.ANNOTATION
     summary = ("LiteMedSAM with prompts: foreground/background points [[i,j,k],...] and roi [i0,j0,i1,j1,k0,k1] "
-               "(inclusive voxel indices); optional adapter ('base' or a version; default the active one)")
+               "(inclusive voxel indices); optional adapter ('base' or a version; default the active one), "
+               "max_propagation (slices a click is followed each way, default 32; 0 = the clicked slice only)")

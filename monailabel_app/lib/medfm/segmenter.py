@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import precision as precision_mod
 from .adapter_store import BASE, AdapterStore
 from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
@@ -51,12 +52,13 @@ class _Counters:
 
 class Segmenter:
     def __init__(self, backend: FMBackend, store: AdapterStore, cache: EmbeddingCache, device: str = "cpu",
-                 batch_size: int = 4, max_loaded_adapters: int = 3):
+                 batch_size: int = 4, max_loaded_adapters: int = 3, precision: str = "auto"):
         self.backend = backend
         self.store = store
         self.cache = cache
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.precision = precision_mod.resolve(precision, self.device)
         self.base = backend.build_model(self.device)
         self._models: OrderedDict[str, nn.Module] = OrderedDict()
         self._max_loaded = max_loaded_adapters
@@ -79,7 +81,8 @@ class Segmenter:
     # ---- embeddings ---------------------------------------------------------------------------------------
     def _preprocess_id(self, volume: Volume) -> str:
         lo, hi = volume.window
-        return f"{self.backend.name}:{volume.modality}:{lo:.3f}:{hi:.3f}"
+        # An embedding computed in bf16 is not the fp32 one: a precision change must not reuse cached entries.
+        return f"{self.backend.name}:{self.precision}:{volume.modality}:{lo:.3f}:{hi:.3f}"
 
     def _embeddings(self, volume: Volume, version: str, model: nn.Module, indices: Iterable[int],
                     counters: _Counters) -> dict[int, tuple[torch.Tensor, PreparedSlice]]:
@@ -109,9 +112,7 @@ class Segmenter:
         return out
 
     def _autocast(self):
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        return precision_mod.autocast(self.device, self.precision)
 
     def _decode(self, model, items: list[tuple[torch.Tensor, PreparedSlice, SlicePrompt]], counters: _Counters):
         start = time.perf_counter()
@@ -152,7 +153,7 @@ class Segmenter:
             clicks = prompts.clicks.get(k, [])
             boxes = [prompts.box] if prompts.box is not None else _click_boxes(volume, clicks)
             masks[k], entropies[k] = self._segment_slice(volume, version, model, k, boxes, clicks, counters,
-                                                         fetched, require_quality=False)
+                                                         fetched, require_quality=False, entropy=uncertainty)
         for direction, stop in ((1, last), (-1, first)):
             start = seeds[-1] if direction == 1 else seeds[0]
             previous = masks[start]
@@ -166,7 +167,8 @@ class Segmenter:
                 if prompts.box is not None:
                     box = _clip_box(box, prompts.box)
                 mask, entropies[k] = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []),
-                                                         counters, fetched, require_quality=prompts.box is None)
+                                                         counters, fetched, require_quality=prompts.box is None,
+                                                         entropy=uncertainty)
                 if mask is None or not mask.any():
                     break
                 masks[k] = previous = mask
@@ -180,7 +182,7 @@ class Segmenter:
                                   timing=_timing(counters, total_start), uncertainty=entropy)
 
     def _segment_slice(self, volume, version, model, k, boxes, clicks, counters, fetched: dict,
-                       require_quality: bool):
+                       require_quality: bool, entropy: bool):
         """Decode slice `k` with each candidate box (plus the clicks); keep the mask the decoder rates best."""
         if k not in fetched:
             fetched.update(self._embeddings(volume, version, model, [k], counters))
@@ -192,7 +194,7 @@ class Segmenter:
         best = int(np.argmax(quality))
         if require_quality and quality[best] < MIN_PROPAGATION_QUALITY:
             return None, None
-        return (logits[best] > 0).cpu().numpy(), binary_entropy(logits[best]).cpu().numpy()
+        return (logits[best] > 0).cpu().numpy(), binary_entropy(logits[best]).cpu().numpy() if entropy else None
 
     # ---- automatic ----------------------------------------------------------------------------------------
     def automatic(self, volume: Volume, version: str, slice_range: tuple[int, int] | None = None,

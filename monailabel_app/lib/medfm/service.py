@@ -34,6 +34,14 @@ def _flag(params: dict, name: str) -> bool:
     return bool(value)
 
 
+def _propagation(params: dict, default: int = 32, most: int = 1024) -> int:
+    """How many slices a click is followed each way; 0 segments the clicked slice alone (the fastest answer)."""
+    value = params.get("max_propagation", default)
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) > most:
+        raise InputError(f"'max_propagation' must be a whole number of slices from 0 to {most}, got {value!r}")
+    return int(value)
+
+
 class MedFMService:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -46,7 +54,8 @@ class MedFMService:
     @cached_property
     def segmenter(self) -> Segmenter:
         """Built on first use: the training subprocess rebuilds the app and never needs the inference model."""
-        return Segmenter(self.backend, self.store, self.cache, self.settings.device, self.settings.batch_size)
+        return Segmenter(self.backend, self.store, self.cache, self.settings.device, self.settings.batch_size,
+                         precision=self.settings.precision)
 
     def fm_info(self) -> dict:
         return {"name": self.backend.name, "sha256": self.backend.weights_sha256()}
@@ -73,7 +82,8 @@ class MedFMService:
         volume = self.volume(path, params.get("modality"))
         prompts = resolve(volume, params.get("foreground"), params.get("background"), params.get("roi"))
         version = self.store.resolve(params.get("adapter"))
-        return volume, self.segmenter.interactive(volume, prompts, version, uncertainty=_flag(params, "uncertainty"))
+        return volume, self.segmenter.interactive(volume, prompts, version, _propagation(params),
+                                                  uncertainty=_flag(params, "uncertainty"))
 
     def automatic(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
         volume = self.volume(path, params.get("modality"))

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import precision as precision_mod
 from .errors import InputError
 from .volume import CT_DEFAULT_WINDOW
 
@@ -25,6 +26,7 @@ class Settings:
     batch_size: int = 4
     scoring_slices: int = 8
     fm: str = "litemedsam"
+    precision: str = "auto"  # bf16 where the device runs it natively (CUDA, AVX-512-BF16/AMX CPUs), else fp32
 
     @classmethod
     def from_conf(cls, conf: dict[str, str], app_dir: str | Path) -> Settings:
@@ -51,9 +53,11 @@ class Settings:
                 batch_size=int(get("batch_size", 4)),
                 scoring_slices=int(get("scoring_slices", 8)),
                 fm=str(get("fm", "litemedsam")),
+                precision=str(get("precision", "auto")),
             )
         except (ValueError, TypeError, AttributeError) as err:
             raise InputError(f"bad server setting: {err}") from err
+        precision_mod.resolve(settings.precision, settings.device)  # a bad value stops the server, in plain words
         if not settings.labels or any(v < 1 or v > 255 for v in settings.labels.values()):
             raise InputError("labels must map names to voxel values 1..255")
         return settings

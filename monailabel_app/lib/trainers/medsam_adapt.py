@@ -77,7 +77,8 @@ class MedSAMAdapt(TrainTask):
         try:
             base = service.backend.build_model(service.settings.device)
             summary = run_adaptation(service.backend, base, service.store, training_images(datastore, cfg.images), cfg,
-                                     service.settings.labels, service.settings.device, on_epoch, log=log)
+                                     service.settings.labels, service.settings.device, on_epoch, log=log,
+                                     precision=service.settings.precision)
         except Exception as err:
             self._write_stats({**stats, "status": "ERROR", "error": str(err)})
             print(f"ERROR: {err}", file=sys.stderr, flush=True)

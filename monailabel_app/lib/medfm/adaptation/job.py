@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .. import precision as precision_mod
 from ..adapter_archive import file_hashes
 from ..adapter_store import AdapterStore
 from ..backends import FMBackend
@@ -46,7 +47,8 @@ def label_tokens(label_values: dict[str, int], wanted: list[str] | None, max_lab
 
 def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: list[LabelledImage],
                    cfg: AdaptConfig, label_values: dict[str, int], device: str = "cpu",
-                   on_epoch: Callable[[dict], None] | None = None, should_stop=None, log=print) -> dict:
+                   on_epoch: Callable[[dict], None] | None = None, should_stop=None, log=print,
+                   precision: str = "auto") -> dict:
     if not items:
         raise InputError("there are no labelled images to adapt on: submit at least one final label first")
     labels = label_tokens(label_values, cfg.labels, backend.max_labels)
@@ -61,7 +63,7 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     train_items = [i for i in train_items if i.image_id in used]  # images without these labels taught nothing
     val_items = [i for i in val_items if i.image_id in used]
     tokens = {d["value"]: d["token"] for d in labels.values()}
-    result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log)
+    result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log, precision)
 
     staging = store.staging()
     try:
@@ -79,7 +81,8 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
             "peak_memory_mb": result.peak_memory_mb,
             "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine()},
+            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine(),
+                        "precision": precision_mod.resolve(precision, device)},
         }
         version = store.commit(staging, manifest)
     except BaseException:

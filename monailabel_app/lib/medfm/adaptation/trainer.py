@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import precision as precision_mod
 from ..backends import FMBackend, SlicePrompt
 from ..metrics import soft_dice_loss
 from .config import AdaptConfig
@@ -40,28 +41,32 @@ class AdaptResult:
 def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], val: list[SliceSample],
           cfg: AdaptConfig, label_tokens: dict[int, int], device: str = "cpu",
           on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          log: Callable[[str], None] = print) -> AdaptResult:
+          log: Callable[[str], None] = print, precision: str = "auto") -> AdaptResult:
     """Train `cfg.method` on `train` slices, validate on `val` (other images), keep the best epoch's weights.
 
     `label_tokens` maps a label value to the index of its learned prompt token (the prompt-free head).
+    `precision` ('auto', 'bf16', 'fp32') is the mixed-precision mode of the forward passes; weights stay fp32.
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = torch.device(device)
+    mode = precision_mod.resolve(precision, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     model = make_trainable(base_model, backend, cfg).to(dev)
     trainable, total = count_parameters(model)
     log(f"method={cfg.method} trainable={trainable} of {total} ({100 * trainable / total:.3f}%) "
-        f"train_slices={len(train)} val_slices={len(val)}")
+        f"train_slices={len(train)} val_slices={len(val)} precision={mode}")
     frozen = encoder_is_frozen(model)
     if frozen:  # the encoder does not change, so embed each slice once instead of every epoch (or never,
         for s in train:  # when the caller already did: active-learning rounds reuse one pool of embeddings)
             if s.embedding is None:
-                s.embedding = _embed(backend, base_model, [s], dev, grad=False)[0:1].cpu()
+                with precision_mod.autocast(dev, mode):
+                    s.embedding = _embed(backend, base_model, [s], dev, grad=False)[0:1].float().cpu()
 
-    base_val = evaluate(backend, base_model, val, cfg, label_tokens, dev, auto=False)
+    with precision_mod.autocast(dev, mode):
+        base_val = evaluate(backend, base_model, val, cfg, label_tokens, dev, auto=False)
     log(f"base FM on validation: {base_val}")
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "label_prompts" in n]
     other = [p for n, p in model.named_parameters() if p.requires_grad and "label_prompts" not in n]
@@ -81,7 +86,8 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
             if should_stop and should_stop():
                 raise StopRequested("training was stopped")
             batch = [train[i] for i in order[n:n + cfg.batch_size]]
-            loss = _step_loss(backend, model, batch, cfg, label_tokens, dev, rng, frozen)
+            with precision_mod.autocast(dev, mode):
+                loss = _step_loss(backend, model, batch, cfg, label_tokens, dev, rng, frozen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -89,7 +95,8 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
             if time.perf_counter() - start > cfg.max_seconds:
                 stopped = f"wall-clock budget of {cfg.max_seconds:.0f} s reached in epoch {epoch}"
                 break
-        metrics = evaluate(backend, model, val, cfg, label_tokens, dev, auto=cfg.auto_head)
+        with precision_mod.autocast(dev, mode):
+            metrics = evaluate(backend, model, val, cfg, label_tokens, dev, auto=cfg.auto_head)
         row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5) if losses else None,
                **metrics, "elapsed_s": round(time.perf_counter() - start, 2)}
         history.append(row)
@@ -138,6 +145,7 @@ def _step_loss(backend, model, batch, cfg, label_tokens, dev, rng, frozen: bool)
                 targets.append(target)
     index = torch.tensor([i for i, _, _ in items], device=dev)
     logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items], [s for _, _, s in items])
+    logits = logits.float()  # the loss in fp32 whatever the forward ran in
     target = torch.stack(targets).to(dev)[:, None]
     return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import types
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,23 @@ class FMBackend(ABC):
     @abstractmethod
     def peft_targets(self) -> PeftTargets:
         """Module names PEFT may target on this backend."""
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> bool:
+        """Trade compute for memory while training the encoder; False where the backend cannot."""
+        return False
+
+
+def _checkpointed_forward(self: nn.Module, *args):
+    forward = type(self).forward
+    if self.training and torch.is_grad_enabled():
+        return checkpoint(forward, self, *args, use_reentrant=False)
+    return forward(self, *args)
+
+
+def checkpoint_forward(module: nn.Module) -> None:
+    """Make `module` keep no activations for backward (they are recomputed), keeping its parameter names.
+
+    A bound method rather than a wrapper module: peft target names and adapter files stay the same, and
+    `copy.deepcopy` rebinds it to the copy.
+    """
+    module.forward = types.MethodType(_checkpointed_forward, module)
