@@ -24,6 +24,7 @@ from adapt_data import Split, fixed_rng, lesion_splits, tissue_splits  # noqa: E
 from plots import dice_vs_k  # noqa: E402
 from unet_baseline import predict_unet, save_unet, train_unet  # noqa: E402
 
+from lib.medfm import precision  # noqa: E402
 from lib.medfm.adaptation import AdaptConfig, adapt  # noqa: E402
 from lib.medfm.adaptation.data import SliceSample, box_from_mask  # noqa: E402
 from lib.medfm.adaptation.peft_setup import count_parameters, encoder_is_frozen, save_adapter  # noqa: E402
@@ -35,8 +36,8 @@ TEST_JITTER = 0.1  # each side of the test box moved by up to 10 % of the box si
 SIZES = {  # held_out / seeds / K / slices per training case or set / held-out slices / steps / batch / budget
     "smoke": dict(held_out=["breast1"], seeds=[0], ks=[1], train_slices=1, test_slices=1, tissue_seeds=[0],
                   steps=1, batch=1, budget_s=300),
-    "cpu": dict(held_out=["lung2"], seeds=[0], ks=[1, 2, 4], train_slices=1, test_slices=2, tissue_seeds=[0],
-                steps=1, batch=1, budget_s=1050),
+    "cpu": dict(held_out=["lung2"], seeds=[0], ks=[1, 2, 4], train_slices=2, test_slices=2, tissue_seeds=[0],
+                steps=4, batch=2, budget_s=1050),
     "cuda": dict(held_out=["brain1", "brain2", "breast1", "lung1", "lung2"], seeds=[0], ks=[1, 2, 4],
                  train_slices=8, test_slices=8, tissue_seeds=[0, 1, 2], steps=60, batch=8, budget_s=500),
 }
@@ -53,7 +54,8 @@ def embed_all(backend, model, samples: list[SliceSample], dev: str, batch: int) 
     out = []
     for n in range(0, len(samples), batch):
         images = torch.stack([s.prepared.tensor for s in samples[n:n + batch]]).to(dev)
-        out += list(backend.embed(model, images).float().split(1))
+        with precision.autocast(dev, precision.resolve("auto", dev)):  # as the product's inference runs
+            out += list(backend.embed(model, images).float().split(1))
     return out
 
 
@@ -70,7 +72,9 @@ def score_fm(backend, model, test: list[SliceSample], embeddings, tokens: dict[i
             if value in s.present:
                 rng = fixed_rng(task, s.image_id, s.slice_index, value)
                 prompts.insert(0, SlicePrompt(box=box_from_mask(s.targets[value], TEST_JITTER, rng)))
-            logits, _ = backend.decode(model, emb.expand(len(prompts), -1, -1, -1), prompts, [unit] * len(prompts))
+            with precision.autocast(emb.device, precision.resolve("auto", emb.device)):
+                logits, _ = backend.decode(model, emb.expand(len(prompts), -1, -1, -1), prompts,
+                                           [unit] * len(prompts))
             masks = logits[:, 0] > 0
             if value in s.present:
                 box.append(slice_dice(masks[0], s.targets[value]))
@@ -144,7 +148,8 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict], size_name: str, size: dict, skipped: list[str], memory_kind: str) -> str:
+def to_markdown(rows: list[dict], size_name: str, size: dict, skipped: list[str], memory_kind: str,
+                dev: str) -> str:
     lines = [f"Held-out lesion cases: {size['held_out']} (leave-one-case-out, seeds {size['seeds']}); MNI152 slice "
              f"seeds {size['tissue_seeds']}; {size['train_slices']} slice(s) per training case or slice set, "
              f"{size['test_slices']} held-out slice(s) per case; every method {size['steps']} optimizer step(s) at "
@@ -152,7 +157,8 @@ def to_markdown(rows: list[dict], size_name: str, size: dict, skipped: list[str]
              "column says how many each took. Dice in the 256x256 model frame; "
              "`dice_box`: box from the label's extent with a fixed, seeded 10 % jitter; `dice_auto`: prompt-free "
              "(learned label token; for zero-shot no prompt at all). `±`: std over splits, or over held-out slices "
-             f"when there is one split. Peak memory: {memory_kind}.", ""]
+             f"when there is one split. Peak memory: {memory_kind}. Precision: {precision.resolve('auto', dev)} "
+             "(the product's default on this machine; LoRA/DoRA/full with gradient checkpointing).", ""]
     for task in sorted({r["task"] for r in rows}):
         lines += [f"### {task}", ""]
         table = []
@@ -173,13 +179,9 @@ def to_markdown(rows: list[dict], size_name: str, size: dict, skipped: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=Path, default=common.ROOT / "datastore")
-    parser.add_argument("--smoke", action="store_true", help="CI-sized run: checks the script, asserts nothing")
-    parser.add_argument("--size", choices=sorted(SIZES), help="override the size picked from --smoke and CUDA")
     parser.add_argument("--budget-s", type=float, help="stop starting new runs after this many seconds")
-    args = parser.parse_args()
+    args, size_name = common.parse_args(parser, SIZES)
     dev = common.device()
-    size_name = args.size or ("smoke" if args.smoke else "cuda" if dev == "cuda" else "cpu")
     size = dict(SIZES[size_name])
     size["budget_s"] = args.budget_s or size["budget_s"]
     info = common.machine()
@@ -215,10 +217,10 @@ def main() -> None:
               f"peak={run['peak_memory_mb']}MB", flush=True)
     rows = summarise(runs)
     memory_kind = common.PeakMemory(dev).kind
-    markdown = to_markdown(rows, size_name, size, skipped, memory_kind)
+    markdown = to_markdown(rows, size_name, size, skipped, memory_kind, dev)
     data = {"config": size, "device": dev, "peak_memory_kind": memory_kind, "summary": rows, "runs": runs,
             "skipped": skipped, "total_wall_s": round(time.perf_counter() - start, 1),
-            "note": "CPU shared with other work during this run" if dev == "cpu" else ""}
+            "precision": precision.resolve("auto", dev), "load_average_at_end": common.load_average()}
     json_path, md_path = common.write_results("adaptation", size_name, info, data, markdown)
     png = dice_vs_k(rows, common.plot_path("adaptation", size_name, info), f"{size_name} on {common.machine_tag(info)}")
     print(markdown)

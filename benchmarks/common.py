@@ -6,6 +6,7 @@ are written beside it, so a number is never read without knowing where it came f
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -45,7 +46,12 @@ def machine() -> dict:
             "torch": torch.__version__, "cuda": torch.version.cuda if gpu else None, "monai": monai.__version__,
             "peft": peft.__version__, "python": platform.python_version(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}  # other work sharing the CPU
+            "load_average_at_start": load_average()}  # other work sharing the CPU
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: above the core count, other work was sharing the CPU."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 def machine_tag(info: dict) -> str:
@@ -140,6 +146,18 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def parse_args(parser: argparse.ArgumentParser, sizes: dict) -> tuple[argparse.Namespace, str]:
+    """The options every benchmark takes, parsed; returns the arguments and the size to run."""
+    global RESULTS
+    parser.add_argument("--studies", type=Path, default=ROOT / "datastore")
+    parser.add_argument("--smoke", action="store_true", help="CI-sized run: checks the script, asserts nothing")
+    parser.add_argument("--size", choices=sorted(sizes), help="override the size picked from --smoke and CUDA")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON, markdown and PNG")
+    args = parser.parse_args()
+    RESULTS = args.results
+    return args, args.size or ("smoke" if args.smoke else "cuda" if device() == "cuda" else "cpu")
 
 
 def write_results(name: str, size: str, info: dict, data: dict, markdown: str) -> tuple[Path, Path]:

@@ -16,22 +16,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (puts the domain core on sys.path)
-import torch  # noqa: E402
 from plots import bars  # noqa: E402
 from server_load import measure as server_measure  # noqa: E402
 from speed_core import adaptation_steps, automatic_volume, embedding_throughput, interactive_latency  # noqa: E402
 
+from lib.medfm import precision  # noqa: E402
 from lib.medfm.backends import get_backend  # noqa: E402
 
+
+def _variants(batch: int, big: int | None = None, timed_big: bool = True) -> list[dict]:
+    """The training-step rows: the product default (checkpointing on) against checkpointing off, per method."""
+    rows = [{"method": "lora", "batch": batch}, {"method": "lora", "batch": batch, "gradient_checkpointing": False},
+            {"method": "decoder", "batch": batch}, {"method": "full", "batch": batch},
+            {"method": "full", "batch": batch, "gradient_checkpointing": False}]
+    if big:  # the target's batch: on a CPU only its memory is counted (one untimed step)
+        rows.append({"method": "lora", "batch": big, "timed": timed_big})
+    return rows
+
+
 SIZES = {
-    "smoke": dict(batches=[1], reps=1, bf16=False, click_image="breast1", clicks=3, propagation=1, auto_slices=1,
-                  step_batch=1, warmup=0, timed=1, methods=["lora", "decoder", "full"], concurrent=2, server=True,
+    "smoke": dict(batches=[1], reps=1, bf16=True, click_image="breast1", clicks=3, propagation=1, auto_slices=1,
+                  variants=[{"method": "lora", "batch": 1}, {"method": "decoder", "batch": 1}], warmup=0, timed=1,
+                  concurrent=2, server=True,
                   train={"method": "decoder", "max_epochs": 1, "slices_per_image": 1, "images": "breast1"}),
-    "cpu": dict(batches=[1, 2, 4], reps=1, bf16=True, click_image="lung2", clicks=50, auto_slices=4, step_batch=4,
-                warmup=0, timed=1, methods=["lora", "decoder", "full"], concurrent=4, server=True,
+    "cpu": dict(batches=[1, 2, 4], reps=2, bf16=True, click_image="lung2", clicks=50, auto_slices=4,
+                variants=_variants(4, big=32, timed_big=False), warmup=0, timed=1, concurrent=4, server=True,
                 train={"method": "decoder", "max_epochs": 1, "slices_per_image": 2, "images": "breast1,brain2"}),
     "cuda": dict(batches=[1, 8, 32, 64, 128], reps=10, bf16=True, click_image="lung2", clicks=100, auto_slices=200,
-                 step_batch=32, warmup=3, timed=10, methods=["lora", "decoder", "full"], concurrent=16, server=True,
+                 variants=_variants(32), warmup=3, timed=10, concurrent=16, server=True,
                  train={"method": "lora", "max_epochs": 2, "slices_per_image": 8, "images": "breast1,brain2"}),
 }
 REFERENCE = {"h200_fp32_slices_per_s": 242, "h200_bf16_slices_per_s": 364, "h200_full_b32_s_per_step": 0.305,
@@ -40,26 +52,56 @@ REFERENCE = {"h200_fp32_slices_per_s": 242, "h200_bf16_slices_per_s": 364, "h200
 TARGETS = {"gpu_embedding_slices_per_s": 4 * 364, "gpu_lora_b32_peak_gb": 8, "cpu_cached_click_s": 0.3}
 
 
-def bf16_supported(dev: str) -> bool:
-    if dev == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+def against_targets(data: dict, dev: str) -> list[dict]:
+    """The issue's reference points and targets next to what this run measured on this machine."""
+    best = max(data["embedding"], key=lambda r: r["slices_per_s"])
+    plain = min((r for r in data["embedding"] if r["variant"] == "plain fp32"), key=lambda r: r["s_per_slice"])
+    default_click = data["interactive"]["cached"][0]
+    lora_big = [r for r in data["steps"] if r["method"] == "lora" and r["checkpointing"]]
+    lora_big = max(lora_big, key=lambda r: r["batch"]) if lora_big else None
+    rows = [{"what": "encoder, plain fp32 code", "reference": "1.4 s/slice (2-core CPU); 242 slices/s (H200)",
+             "target": "", "measured": f"{plain['s_per_slice']:.3f} s/slice = {plain['slices_per_s']:.2f} slices/s "
+                                       f"(batch {plain['batch']})"},
+            {"what": "encoder, product settings, best batch", "reference": "364 slices/s (H200 bf16, plain code)",
+             "target": f">= {TARGETS['gpu_embedding_slices_per_s']} slices/s on an H100/H200",
+             "measured": f"{best['slices_per_s']:.2f} slices/s ({best['variant']}, batch {best['batch']}; "
+                         f"{best['slices_per_s'] / plain['slices_per_s']:.2f}x the plain code here)"},
+            {"what": f"cached click, propagated (max_propagation {default_click['max_propagation']}; product "
+                     "default 32)", "reference": "",
+             "target": f"< {TARGETS['cpu_cached_click_s']} s on the 2-core CPU",
+             "measured": f"p50 {default_click['p50_s']:.3f} s, p95 {default_click['p95_s']:.3f} s"},
+            {"what": "cached click, clicked slice only (max_propagation 0)", "reference": "",
+             "target": f"< {TARGETS['cpu_cached_click_s']} s on the 2-core CPU",
+             "measured": f"p50 {data['interactive']['cached'][1]['p50_s']:.3f} s, "
+                         f"p95 {data['interactive']['cached'][1]['p95_s']:.3f} s"}]
+    if lora_big:
+        rows.append({"what": f"LoRA r8 step, batch {lora_big['batch']}, checkpointing, {lora_big['precision']}",
+                     "reference": "H200 plain code: 25 GB, 0.24 s/step",
+                     "target": f"<= {TARGETS['gpu_lora_b32_peak_gb']} GB GPU memory at batch 32",
+                     "measured": f"{lora_big['tensor_peak_mb'] / 1024:.2f} GB peak tensor memory"
+                                 + (f", {lora_big['s_per_step']:.2f} s/step" if lora_big["s_per_step"] else "")
+                                 + ("" if dev == "cuda" else " (counted on the CPU: an estimate of the GPU need)")})
+    return rows
 
 
 def to_markdown(data: dict, dev: str) -> str:
-    lines = ["### Image-encoder throughput", "",
-             common.markdown_table(data["embedding"], ["dtype", "batch", "reps", "slices_per_s", "s_per_slice",
-                                                       "max_rel_diff_vs_fp32"]), ""]
+    lines = ["### Against the reference points and targets", "",
+             common.markdown_table(against_targets(data, dev), ["what", "reference", "target", "measured"]), "",
+             "### Image-encoder throughput", "",
+             common.markdown_table(data["embedding"], ["variant", "batch", "reps", "slices_per_s", "s_per_slice",
+                                                       "max_rel_diff_vs_plain_fp32"]), ""]
     click = data["interactive"]
-    lines += ["### One click (foreground point, propagated through neighbouring slices)", "",
-              common.markdown_table([{"volume": f"{click['image']} {click['shape']}", "cold_s": click["cold_s"],
-                                      "clicks": click["clicks"], "cached_p50_s": click["cached_p50_s"],
-                                      "cached_p95_s": click["cached_p95_s"],
-                                      "misses": click["cache_misses_during_cached_clicks"]}],
-                                    ["volume", "cold_s", "clicks", "cached_p50_s", "cached_p95_s", "misses"]), ""]
+    rows = [{"clicks": f"cold volume (empty cache), max_propagation {c['max_propagation']}", "n": 1,
+             "p50_s": click["cold_s"], "p95_s": click["cold_s"], "decode_s": click["cold_timing"]["decode_s"],
+             "embedding_s": click["cold_timing"]["embedding_s"], "slices": None,
+             "misses": click["cold_timing"]["cache_misses"]} for c in click["cached"][:1]]
+    rows += [{"clicks": f"cached volume, max_propagation {c['max_propagation']}", "n": c["clicks"], "p50_s": c["p50_s"],
+              "p95_s": c["p95_s"], "decode_s": c["mean_decode_s"], "embedding_s": c["mean_embedding_s"],
+              "slices": c["mean_slices"], "misses": c["cache_misses"]} for c in click["cached"]]
+    lines += [f"### One foreground click on {click['image']} {click['shape']} ({click['precision']})", "",
+              common.markdown_table(rows, ["clicks", "n", "p50_s", "p95_s", "decode_s", "embedding_s", "slices",
+                                           "misses"]), "",
+              "decode_s, embedding_s and slices are means per click; slices is how many slices the answer covers.", ""]
     auto = data["automatic"]
     how = (f"EXTRAPOLATED from {auto['slices_measured']} measured slices" if auto["extrapolated"]
            else "measured on every slice")
@@ -68,8 +110,12 @@ def to_markdown(data: dict, dev: str) -> str:
               f"embedding {auto['timing']['embedding_s']} s + decode {auto['timing']['decode_s']} s over the "
               "measured slices).", ""]
     lines += ["### Adaptation step (product loss: box-prompted + prompt-free, Dice+BCE, AdamW)", "",
-              common.markdown_table(data["steps"], ["method", "batch", "s_per_step", "timed_steps", "peak_memory_mb",
-                                                    "memory_kind", "encoder_frozen"]), ""]
+              common.markdown_table(data["steps"], ["method", "batch", "precision", "checkpointing", "s_per_step",
+                                                    "timed_steps", "process_peak_mb", "tensor_peak_mb",
+                                                    "encoder_frozen"]), "",
+              f"process_peak_mb is {data['steps'][0]['process_memory_kind']}; tensor_peak_mb is the peak of live "
+              "tensors in one step (benchmarks/tensor_memory.py), the figure a GPU's max_memory_allocated gives, "
+              "without allocator overhead or kernel workspaces.", ""]
     srv = data.get("server")
     if srv:
         rows = [{"phase": p, **{k: srv[p].get(k) for k in ("n", "p50_s", "p95_s", "max_s")}}
@@ -84,48 +130,41 @@ def to_markdown(data: dict, dev: str) -> str:
                   f"interactive requests completed without error (slowest "
                   f"{srv['concurrent_interactive']['slowest_s']:.1f} s). Server start-up {srv['startup_s']:.1f} s.",
                   ""]
-    if dev == "cpu":
-        lines += ["bf16 on CPU uses torch autocast on the CPU's native bf16 instructions; the product's inference "
-                  "path uses bf16 only on CUDA.", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=Path, default=common.ROOT / "datastore")
-    parser.add_argument("--smoke", action="store_true", help="CI-sized run: checks the script, asserts nothing")
-    parser.add_argument("--size", choices=sorted(SIZES), help="override the size picked from --smoke and CUDA")
     parser.add_argument("--no-server", action="store_true", help="skip the server-under-load part")
-    args = parser.parse_args()
+    args, size_name = common.parse_args(parser, SIZES)
     dev = common.device()
-    size_name = args.size or ("smoke" if args.smoke else "cuda" if dev == "cuda" else "cpu")
     size = SIZES[size_name]
     info = common.machine()
     print(f"machine: {info}\nsize: {size_name} {size}", flush=True)
     start = time.perf_counter()
     backend = get_backend("litemedsam")
     base = backend.build_model(dev)
-    data: dict = {"config": size, "device": dev, "reference": REFERENCE, "targets": TARGETS,
-                  "note": "CPU shared with other work during this run" if dev == "cpu" else ""}
+    data: dict = {"config": size, "device": dev, "reference": REFERENCE, "targets": TARGETS}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data["embedding"] = embedding_throughput(backend, base, dev, size["batches"], size["reps"],
-                                                 size["bf16"] and bf16_supported(dev))
+                                                 size["bf16"] and precision.resolve("auto", dev) == "bf16")
         data["interactive"] = interactive_latency(backend, args.studies, size["click_image"], size["clicks"], dev,
                                                   tmp, size.get("propagation", 32))
         print(f"interactive: {data['interactive']}", flush=True)
         data["automatic"] = automatic_volume(backend, args.studies, 200, size["auto_slices"], dev, tmp)
         print(f"automatic: {data['automatic']}", flush=True)
-        data["steps"] = adaptation_steps(backend, base, args.studies, size["methods"], size["step_batch"],
-                                         size["warmup"], size["timed"], dev)
+        data["steps"] = adaptation_steps(backend, base, args.studies, size["variants"], size["warmup"],
+                                         size["timed"], dev)
         if size["server"] and not args.no_server:
             (tmp / "server").mkdir()
             data["server"] = server_measure(args.studies, tmp / "server", size["click_image"], size["concurrent"],
                                             size["train"])
     data["total_wall_s"] = round(time.perf_counter() - start, 1)
+    data["load_average_at_end"] = common.load_average()
     markdown = to_markdown(data, dev)
     json_path, md_path = common.write_results("speed", size_name, info, data, markdown)
-    png = bars({f"{r['dtype']} b{r['batch']}": r["slices_per_s"] for r in data["embedding"]},
+    png = bars({f"{r['variant']} b{r['batch']}": r["slices_per_s"] for r in data["embedding"]},
                common.plot_path("speed", size_name, info), f"encoder slices/s, {common.machine_tag(info)}",
                "slices per second")
     print(markdown)

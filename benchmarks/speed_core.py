@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import time
+import copy
+import gc
+from functools import partial
 from pathlib import Path
 
 import common
 import numpy as np
 import SimpleITK as sitk
 import torch
+from tensor_memory import PeakTensorMemory
 
+from lib.medfm import precision as precision_mod
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.data import LabelledImage, build_samples
 from lib.medfm.adaptation.peft_setup import encoder_is_frozen, make_trainable, save_adapter
@@ -22,37 +26,59 @@ from lib.medfm.volume import load_label, load_volume
 
 
 def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int, bf16: bool) -> list[dict]:
-    """Slices per second of the image encoder on real-sized input, per batch size and dtype.
+    """Slices per second of the image encoder, per batch size: the plain code against the product's settings.
 
-    bf16 rows also give the embedding's largest difference from fp32, relative to the fp32 range: the tolerance.
+    `plain` is the encoder as LiteMedSAM ships it (fp32, default memory layout): the reference point's code. The
+    product runs it channels-last, in bf16 where the device does that natively. Each row gives its largest
+    difference from the plain fp32 embedding, relative to that embedding's range: the stated tolerance.
     """
+    plain_encoder = copy.deepcopy(model.sam.image_encoder).to(memory_format=torch.contiguous_format)
+    variants = [("plain fp32", lambda x: plain_encoder(x.contiguous()), None),
+                ("product fp32", lambda x: backend.embed(model, x), None)]
+    if bf16:
+        variants.append(("product bf16", lambda x: backend.embed(model, x), torch.bfloat16))
     rows = []
     x = torch.rand(max(batches), 3, backend.input_size, backend.input_size, device=dev)
-    dtypes = ["fp32"] + (["bf16"] if bf16 else [])
     with torch.inference_mode():
-        reference = backend.embed(model, x[:1]).float()
-        for dtype in dtypes:
-            ctx = (lambda: torch.autocast(dev, dtype=torch.bfloat16)) if dtype == "bf16" else torch.no_grad
-            with ctx():
-                out = backend.embed(model, x[:1]).float()  # warm-up, and the fidelity check
-            error = float((out - reference).abs().max() / reference.abs().max())
-            for batch in batches:
-                with ctx():
-                    backend.embed(model, x[:batch])  # warm-up at this shape
+        reference = plain_encoder(x[:1].contiguous()).float()
+        for name, run, dtype in variants:
+            with torch.autocast(dev, dtype=dtype or torch.float32, enabled=dtype is not None):
+                error = float((run(x[:1]).float() - reference).abs().max() / reference.abs().max())
+                for batch in batches:
+                    run(x[:batch])  # warm-up at this shape
                     with common.Timer(dev) as timer:
                         for _ in range(reps):
-                            backend.embed(model, x[:batch])
-                rows.append({"dtype": dtype, "batch": batch, "reps": reps, "slices_per_s": batch * reps / timer.s,
-                             "s_per_slice": timer.s / (batch * reps), "max_rel_diff_vs_fp32": round(error, 5)})
-                print(f"embed {dtype} batch {batch}: {rows[-1]['slices_per_s']:.2f} slices/s", flush=True)
+                            run(x[:batch])
+                    rows.append({"variant": name, "batch": batch, "reps": reps,
+                                 "slices_per_s": batch * reps / timer.s, "s_per_slice": timer.s / (batch * reps),
+                                 "max_rel_diff_vs_plain_fp32": round(error, 5)})
+                    print(f"embed {name} batch {batch}: {rows[-1]['slices_per_s']:.2f} slices/s", flush=True)
     return rows
+
+
+def _click_times(segmenter, volume, voxels, picks, propagation: int) -> dict:
+    times, embed, decode, misses, slices = [], [], [], 0, []
+    for n in picks:
+        result = segmenter.interactive(volume, resolve(volume, foreground=[voxels[n].tolist()]),
+                                       max_propagation=propagation)
+        times.append(result.timing["total_s"])
+        embed.append(result.timing["embedding_s"])
+        decode.append(result.timing["decode_s"])
+        misses += result.timing["cache_misses"]
+        slices.append(len(result.slices))
+    return {"max_propagation": propagation, "clicks": len(picks), "p50_s": float(np.percentile(times, 50)),
+            "p95_s": float(np.percentile(times, 95)), "mean_s": float(np.mean(times)),
+            "mean_decode_s": float(np.mean(decode)), "mean_embedding_s": float(np.mean(embed)),
+            "mean_slices": float(np.mean(slices)), "cache_misses": misses}
 
 
 def interactive_latency(backend, studies: Path, image_id: str, clicks: int, dev: str, tmp: Path,
                         propagation: int = 32) -> dict:
-    """One foreground click at a lesion voxel: first on a cold volume (empty cache), then `clicks` more on it.
+    """One foreground click at a lesion voxel on a cold volume (empty cache), then `clicks` more once it is cached.
 
-    `propagation` is the product's default (32 slices each way) except in the smoke run, which only checks the code.
+    "Cached" means every slice has been embedded once (a volume the radiologist has already worked on, or that
+    the server embedded ahead). Clicks are timed with the product's default propagation and on the clicked slice
+    alone (`max_propagation` 0), and the seconds are split into embedding and decoding.
     """
     volume = load_volume(studies / f"{image_id}.nii.gz")
     label = load_label(studies / "labels" / "final" / f"{image_id}.nii.gz", volume)
@@ -60,18 +86,13 @@ def interactive_latency(backend, studies: Path, image_id: str, clicks: int, dev:
     centre = voxels[np.argmin(((voxels - voxels.mean(0)) ** 2).sum(1))].tolist()
     segmenter = Segmenter(backend, AdapterStore(tmp / "models", backend.name), EmbeddingCache(), device=dev)
     cold = segmenter.interactive(volume, resolve(volume, foreground=[centre]), max_propagation=propagation)
+    whole = [0, 0, volume.shape[0] - 1, volume.shape[1] - 1, 0, volume.shape[2] - 1]
+    segmenter.interactive(volume, resolve(volume, roi=whole))  # embeds every slice once
     picks = np.random.default_rng(0).choice(len(voxels), size=clicks)
-    times, misses = [], 0
-    for n in picks:
-        result = segmenter.interactive(volume, resolve(volume, foreground=[voxels[n].tolist()]),
-                                       max_propagation=propagation)
-        times.append(result.timing["total_s"])
-        misses += result.timing["cache_misses"]
-    return {"image": image_id, "shape": list(volume.shape), "max_propagation": propagation,
-            "cold_s": cold.timing["total_s"],
-            "cold_timing": cold.timing, "clicks": clicks, "cached_p50_s": float(np.percentile(times, 50)),
-            "cached_p95_s": float(np.percentile(times, 95)), "cached_mean_s": float(np.mean(times)),
-            "cache_misses_during_cached_clicks": misses}
+    return {"image": image_id, "shape": list(volume.shape), "precision": segmenter.precision,
+            "cold_s": cold.timing["total_s"], "cold_timing": cold.timing,
+            "cached": [_click_times(segmenter, volume, voxels, picks, propagation),
+                       _click_times(segmenter, volume, voxels, picks, 0)]}
 
 
 def _ct_volume(studies: Path, slices: int, tmp: Path) -> Path:
@@ -108,43 +129,66 @@ def automatic_volume(backend, studies: Path, slices: int, measured: int, dev: st
             "extrapolated": measured < slices, "batch_size": segmenter.batch_size}
 
 
-def adaptation_steps(backend, base, studies: Path, methods: list[str], batch: int, warmup: int, timed: int,
-                     dev: str) -> list[dict]:
+def _train_step(backend, model, optimizer, samples, cfg, rng, frozen: bool, dev: str, mode: str) -> None:
+    with precision_mod.autocast(dev, mode):
+        loss = _step_loss(backend, model, samples, cfg, {1: 0}, torch.device(dev), rng, frozen)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _tracked_peak_mb(model, step) -> float:
+    """Peak live tensor memory of one step (what a GPU would allocate), counted by a dispatch mode on any device."""
+    with PeakTensorMemory(*model.parameters(), *model.buffers()) as memory:
+        step()
+    return memory.peak_mb
+
+
+def adaptation_steps(backend, base, studies: Path, variants: list[dict], warmup: int, timed: int,
+                     dev: str, precision: str = "auto") -> list[dict]:
     """Seconds per optimizer step and peak memory of the product's training step (Dice+BCE, box + auto head).
 
-    Decoder-only runs on embeddings computed once beforehand, as the product's loop does for a frozen encoder;
-    that one-off embedding is not in its step time.
+    Each variant is {"method", "batch", "gradient_checkpointing", "timed"(default True)}. Memory is given twice:
+    the process's peak (CUDA max allocated, or sampled CPU RSS) and the peak of live tensors in one extra step,
+    which on a CPU is the estimate of what the step needs on a GPU. Decoder-only runs on embeddings computed
+    once beforehand, as the product's loop does for a frozen encoder; that one-off is not in its step time.
     """
     items = [LabelledImage(c, str(studies / f"{c}.nii.gz"), str(studies / "labels" / "final" / f"{c}.nii.gz"))
              for c in ("lung2", "brain1")]
-    pool = build_samples(items, backend, {"lesion": 1}, batch, np.random.default_rng(0), negatives=False)
-    samples = [pool[i % len(pool)] for i in range(batch)]
+    largest = max(v["batch"] for v in variants)
+    pool = build_samples(items, backend, {"lesion": 1}, largest, np.random.default_rng(0), negatives=False)
+    mode = precision_mod.resolve(precision, dev)
     rows = []
-    for method in methods:
-        cfg = AdaptConfig(method=method, batch_size=batch)
+    for variant in variants:
+        batch, timed_here = variant["batch"], variant.get("timed", True)
+        samples = [copy.copy(pool[i % len(pool)]) for i in range(batch)]
+        cfg = AdaptConfig(method=variant["method"], batch_size=batch,
+                          gradient_checkpointing=variant.get("gradient_checkpointing", True))
         rng = np.random.default_rng(0)
+        model = make_trainable(base, backend, cfg).to(dev).train()
+        frozen = encoder_is_frozen(model)
+        if frozen:
+            for s in samples:
+                with precision_mod.autocast(dev, mode):
+                    s.embedding = _embed(backend, base, [s], torch.device(dev), grad=False)[0:1].float().cpu()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+
+        step = partial(_train_step, backend, model, optimizer, samples, cfg, rng, frozen, dev, mode)
+        times = []
         with common.PeakMemory(dev) as memory:
-            model = make_trainable(base, backend, cfg).to(dev).train()
-            frozen = encoder_is_frozen(model)
-            if frozen:
-                for s in samples:
-                    s.embedding = _embed(backend, base, [s], torch.device(dev), grad=False)[0:1].cpu()
-            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
-            times = []
-            for n in range(warmup + timed):
+            for n in range(warmup + timed if timed_here else 0):
                 with common.Timer(dev) as timer:
-                    loss = _step_loss(backend, model, samples, cfg, {1: 0}, torch.device(dev), rng, frozen)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    step()
                 if n >= warmup:
                     times.append(timer.s)
-        rows.append({"method": method, "batch": batch, "s_per_step": float(np.mean(times)), "timed_steps": timed,
-                     "warmup_steps": warmup, "peak_memory_mb": memory.peak_mb, "memory_kind": memory.kind,
-                     "encoder_frozen": frozen})
-        print(f"step {method} batch {batch}: {rows[-1]['s_per_step']:.3f} s, {memory.peak_mb} MB", flush=True)
-        del model, optimizer
-        for s in samples:
-            s.embedding = None
-        time.sleep(0.2)
+        tracked = _tracked_peak_mb(model, step)
+        rows.append({"method": cfg.method, "batch": batch, "precision": mode,
+                     "checkpointing": cfg.gradient_checkpointing and not frozen,
+                     "s_per_step": float(np.mean(times)) if times else None, "timed_steps": len(times),
+                     "warmup_steps": warmup if timed_here else 0,
+                     "process_peak_mb": memory.peak_mb if timed_here else None, "process_memory_kind": memory.kind,
+                     "tensor_peak_mb": tracked, "encoder_frozen": frozen})
+        print(f"step {variant}: {rows[-1]}", flush=True)
+        del model, optimizer, samples, step
+        gc.collect()
     return rows
