@@ -25,12 +25,11 @@ from lib.medfm.backends import get_backend  # noqa: E402
 
 
 def _variants(batch: int, big: int | None = None, timed_big: bool = True) -> list[dict]:
-    """The training-step rows: the product default (checkpointing on) against checkpointing off, per method."""
-    rows = [{"method": "lora", "batch": batch}, {"method": "lora", "batch": batch, "gradient_checkpointing": False},
-            {"method": "decoder", "batch": batch}, {"method": "full", "batch": batch},
-            {"method": "full", "batch": batch, "gradient_checkpointing": False}]
+    """Training-step rows: each method with gradient checkpointing on (the product's GPU default) and off (CPU)."""
+    rows = [{"method": m, "batch": batch, "gradient_checkpointing": flag}
+            for m in ("lora", "decoder", "full") for flag in (True, False)]
     if big:  # the target's batch: on a CPU only its memory is counted (one untimed step)
-        rows.append({"method": "lora", "batch": big, "timed": timed_big})
+        rows.append({"method": "lora", "batch": big, "gradient_checkpointing": True, "timed": timed_big})
     return rows
 
 

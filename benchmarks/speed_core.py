@@ -183,7 +183,7 @@ def adaptation_steps(backend, base, studies: Path, variants: list[dict], warmup:
                     times.append(timer.s)
         tracked = _tracked_peak_mb(model, step)
         rows.append({"method": cfg.method, "batch": batch, "precision": mode,
-                     "checkpointing": cfg.gradient_checkpointing and not frozen,
+                     "checkpointing": cfg.gradient_checkpointing,
                      "s_per_step": float(np.mean(times)) if times else None, "timed_steps": len(times),
                      "warmup_steps": warmup if timed_here else 0,
                      "process_peak_mb": memory.peak_mb if timed_here else None, "process_memory_kind": memory.kind,

@@ -18,6 +18,7 @@ from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .errors import ConflictError
 from .prompts import VolumePrompts, box_of_mask
+from .settings import default_batch_size
 from .volume import Volume
 
 MIN_PROPAGATION_QUALITY = 0.5  # stop following a structure once the decoder's own IoU estimate drops below this
@@ -52,12 +53,12 @@ class _Counters:
 
 class Segmenter:
     def __init__(self, backend: FMBackend, store: AdapterStore, cache: EmbeddingCache, device: str = "cpu",
-                 batch_size: int = 4, max_loaded_adapters: int = 3, precision: str = "auto"):
+                 batch_size: int | None = None, max_loaded_adapters: int = 3, precision: str = "auto"):
         self.backend = backend
         self.store = store
         self.cache = cache
         self.device = torch.device(device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(device)
         self.precision = precision_mod.resolve(precision, self.device)
         self.base = backend.build_model(self.device)
         self._models: OrderedDict[str, nn.Module] = OrderedDict()

@@ -18,7 +18,7 @@ def make_trainable(base_model: nn.Module, backend: FMBackend, cfg: AdaptConfig) 
     targets = backend.peft_targets()
     head = list(targets.auto_head_modules) if cfg.auto_head else []
     model = copy.deepcopy(base_model)
-    if cfg.gradient_checkpointing and cfg.method != "decoder":
+    if cfg.gradient_checkpointing:  # adapt() settles None for its device first
         backend.enable_gradient_checkpointing(model)
     if cfg.method in ("lora", "dora"):
         from peft import LoraConfig, get_peft_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -52,12 +52,15 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
     rng = np.random.default_rng(cfg.seed)
     dev = torch.device(device)
     mode = precision_mod.resolve(precision, dev)
+    if cfg.gradient_checkpointing is None:
+        cfg = replace(cfg, gradient_checkpointing=dev.type == "cuda")
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     model = make_trainable(base_model, backend, cfg).to(dev)
     trainable, total = count_parameters(model)
     log(f"method={cfg.method} trainable={trainable} of {total} ({100 * trainable / total:.3f}%) "
-        f"train_slices={len(train)} val_slices={len(val)} precision={mode}")
+        f"train_slices={len(train)} val_slices={len(val)} precision={mode} "
+        f"gradient_checkpointing={cfg.gradient_checkpointing}")
     frozen = encoder_is_frozen(model)
     if frozen:  # the encoder does not change, so embed each slice once instead of every epoch (or never,
         for s in train:  # when the caller already did: active-learning rounds reuse one pool of embeddings)

@@ -94,11 +94,11 @@ class FMBackend(ABC):
         return False
 
 
-def _checkpointed_forward(self: nn.Module, *args):
+def _checkpointed_forward(self: nn.Module, *args, **kwargs):
     forward = type(self).forward
     if self.training and torch.is_grad_enabled():
-        return checkpoint(forward, self, *args, use_reentrant=False)
-    return forward(self, *args)
+        return checkpoint(forward, self, *args, use_reentrant=False, **kwargs)
+    return forward(self, *args, **kwargs)
 
 
 def checkpoint_forward(module: nn.Module) -> None:

@@ -96,7 +96,8 @@ class LiteMedSAMBackend(FMBackend):
         return model.sam.image_encoder(images.contiguous(memory_format=torch.channels_last))
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> bool:
-        """Recompute the TinyViT stem's, blocks' and down-samplers' activations in backward instead of keeping them."""
+        """Recompute activations in backward instead of keeping them: the encoder's stem, blocks and down-samplers,
+        and the mask decoder's attention blocks and upscaling (it runs once per prompt on 64x64 image tokens)."""
         encoder = model.sam.image_encoder
         checkpoint_forward(encoder.patch_embed)
         for layer in encoder.layers:
@@ -104,6 +105,10 @@ class LiteMedSAMBackend(FMBackend):
                 checkpoint_forward(block)
             if layer.downsample is not None:
                 checkpoint_forward(layer.downsample)
+        decoder = model.sam.mask_decoder
+        for block in (*decoder.transformer.layers, decoder.transformer.final_attn_token_to_image,
+                      decoder.output_upscaling):
+            checkpoint_forward(block)
         return True
 
     def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice]):
