@@ -296,6 +296,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.backgroundSelector.currentNode(),
                 self._adapter(),
                 self._uncertainty(),
+                slice_only=bool(self.ui.sliceOnlyCheckBox.checked),
             )
         )
 

@@ -31,6 +31,7 @@ def test_benchmark_smoke_run_writes_json_table_and_plot(script, sample_datastore
         assert {r["variant"] for r in data["embedding"]} >= {"plain fp32", "product fp32"}
         assert all(r["slices_per_s"] > 0 for r in data["embedding"])
         assert data["interactive"]["cached"][1]["max_propagation"] == 0
+        assert all(0 <= r["dice_fp32"] <= 1 for r in data["fidelity"])
         assert all(r["tensor_peak_mb"] > 0 for r in data["steps"])
         assert data["server"]["concurrent_interactive"]["ok"] == data["server"]["concurrent_interactive"]["requests"]
     else:

@@ -37,7 +37,7 @@ SIZES = {  # held_out / seeds / K / slices per training case or set / held-out s
     "smoke": dict(held_out=["breast1"], seeds=[0], ks=[1], train_slices=1, test_slices=1, tissue_seeds=[0],
                   steps=1, batch=1, budget_s=300),
     "cpu": dict(held_out=["lung2"], seeds=[0], ks=[1, 2, 4], train_slices=2, test_slices=2, tissue_seeds=[0],
-                steps=4, batch=2, budget_s=1050),
+                steps=12, batch=2, budget_s=1050),
     "cuda": dict(held_out=["brain1", "brain2", "breast1", "lung1", "lung2"], seeds=[0], ks=[1, 2, 4],
                  train_slices=8, test_slices=8, tissue_seeds=[0, 1, 2], steps=60, batch=8, budget_s=500),
 }

@@ -18,7 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the domain core on sys.path)
 from plots import bars  # noqa: E402
 from server_load import measure as server_measure  # noqa: E402
-from speed_core import adaptation_steps, automatic_volume, embedding_throughput, interactive_latency  # noqa: E402
+from speed_core import (  # noqa: E402
+    adaptation_steps,
+    automatic_volume,
+    embedding_throughput,
+    interactive_latency,
+    precision_fidelity,
+)
 
 from lib.medfm import precision  # noqa: E402
 from lib.medfm.backends import get_backend  # noqa: E402
@@ -33,15 +39,18 @@ def _variants(batch: int, big: int | None = None, timed_big: bool = True) -> lis
     return rows
 
 
+LESIONS = ["brain1", "brain2", "breast1", "lung1", "lung2"]
 SIZES = {
-    "smoke": dict(batches=[1], reps=1, bf16=True, click_image="breast1", clicks=3, propagation=1, auto_slices=1,
+    "smoke": dict(batches=[1], reps=1, bf16=True, fidelity=["breast1"], click_image="breast1", clicks=3,
+                  propagation=1, auto_slices=1,
                   variants=[{"method": "lora", "batch": 1}, {"method": "decoder", "batch": 1}], warmup=0, timed=1,
                   concurrent=2, server=True,
                   train={"method": "decoder", "max_epochs": 1, "slices_per_image": 1, "images": "breast1"}),
-    "cpu": dict(batches=[1, 2, 4], reps=2, bf16=True, click_image="lung2", clicks=50, auto_slices=4,
+    "cpu": dict(batches=[1, 2, 4], reps=2, bf16=True, fidelity=LESIONS, click_image="lung2", clicks=50, auto_slices=4,
                 variants=_variants(4, big=32, timed_big=False), warmup=0, timed=1, concurrent=4, server=True,
                 train={"method": "decoder", "max_epochs": 1, "slices_per_image": 2, "images": "breast1,brain2"}),
-    "cuda": dict(batches=[1, 8, 32, 64, 128], reps=10, bf16=True, click_image="lung2", clicks=100, auto_slices=200,
+    "cuda": dict(batches=[1, 8, 32, 64, 128], reps=10, bf16=True, fidelity=LESIONS, click_image="lung2", clicks=100,
+                 auto_slices=200,
                  variants=_variants(32), warmup=3, timed=10, concurrent=16, server=True,
                  train={"method": "lora", "max_epochs": 2, "slices_per_image": 8, "images": "breast1,brain2"}),
 }
@@ -89,6 +98,12 @@ def to_markdown(data: dict, dev: str) -> str:
              "### Image-encoder throughput", "",
              common.markdown_table(data["embedding"], ["variant", "batch", "reps", "slices_per_s", "s_per_slice",
                                                        "max_rel_diff_vs_plain_fp32"]), ""]
+    fidelity = data["fidelity"]
+    product = fidelity[0]["precision"]
+    lines += [f"### Zero-shot Dice in fp32 and in the product's precision ({product})", "",
+              common.markdown_table(fidelity, ["image", "dice_fp32", f"dice_{product}", "dice_change",
+                                               "embedding_s_fp32", f"embedding_s_{product}"]), "",
+              "Each lesion segmented in 3D with its label's box as the roi (interactive mode, base FM).", ""]
     click = data["interactive"]
     rows = [{"clicks": f"cold volume (empty cache), max_propagation {c['max_propagation']}", "n": 1,
              "p50_s": click["cold_s"], "p95_s": click["cold_s"], "decode_s": click["cold_timing"]["decode_s"],
@@ -148,6 +163,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         data["embedding"] = embedding_throughput(backend, base, dev, size["batches"], size["reps"],
                                                  size["bf16"] and precision.resolve("auto", dev) == "bf16")
+        data["fidelity"] = precision_fidelity(backend, args.studies, size["fidelity"], dev, tmp)
         data["interactive"] = interactive_latency(backend, args.studies, size["click_image"], size["clicks"], dev,
                                                   tmp, size.get("propagation", 32))
         print(f"interactive: {data['interactive']}", flush=True)

@@ -20,6 +20,7 @@ from lib.medfm.adaptation.peft_setup import encoder_is_frozen, make_trainable, s
 from lib.medfm.adaptation.trainer import _embed, _step_loss
 from lib.medfm.adapter_store import AdapterStore
 from lib.medfm.embedding_cache import EmbeddingCache
+from lib.medfm.metrics import dice
 from lib.medfm.prompts import resolve
 from lib.medfm.segmenter import Segmenter
 from lib.medfm.volume import load_label, load_volume
@@ -53,6 +54,34 @@ def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int
                                  "slices_per_s": batch * reps / timer.s, "s_per_slice": timer.s / (batch * reps),
                                  "max_rel_diff_vs_plain_fp32": round(error, 5)})
                     print(f"embed {name} batch {batch}: {rows[-1]['slices_per_s']:.2f} slices/s", flush=True)
+    return rows
+
+
+def precision_fidelity(backend, studies: Path, cases: list[str], dev: str, tmp: Path) -> list[dict]:
+    """Zero-shot 3D Dice of each lesion with its label's box as the roi, in fp32 and in the product's precision.
+
+    The tolerance a faster number format is held to: what it does to a radiologist's result, not only to the
+    embedding.
+    """
+    product = precision_mod.resolve("auto", dev)
+    store = AdapterStore(tmp / "fidelity_models", backend.name)
+    segmenters = {name: Segmenter(backend, store, EmbeddingCache(), device=dev, precision=name)
+                  for name in dict.fromkeys(("fp32", product))}
+    rows = []
+    for case in cases:
+        volume = load_volume(studies / f"{case}.nii.gz")
+        truth = load_label(studies / "labels" / "final" / f"{case}.nii.gz", volume) > 0
+        voxels = np.argwhere(truth)
+        lo, hi = voxels.min(0).tolist(), voxels.max(0).tolist()
+        prompts = resolve(volume, roi=[lo[0], lo[1], hi[0], hi[1], lo[2], hi[2]])
+        row = {"image": case, "precision": product}
+        for name, segmenter in segmenters.items():
+            result = segmenter.interactive(volume, prompts)
+            row[f"dice_{name}"] = round(dice(result.label > 0, truth), 4)
+            row[f"embedding_s_{name}"] = result.timing["embedding_s"]
+        row["dice_change"] = round(row[f"dice_{product}"] - row["dice_fp32"], 4)
+        rows.append(row)
+        print(f"fidelity {row}", flush=True)
     return rows
 
 

@@ -77,3 +77,26 @@ def assert_only_in_slices(array: np.ndarray, box: list[int]) -> None:
     outside = np.ones(array.shape, dtype=bool)
     outside[box[4] : box[5] + 1] = False
     assert not array[outside].any()  # nothing outside the prompted slices
+
+
+def test_points_can_segment_the_clicked_slice_only(monailabel_server, sample_datastore):
+    """A foreground point with 'clicked slices only' asks the server not to propagate: one slice comes back."""
+    scene = slicer.vtkMRMLScene()
+    logic = MedFMAdaptLogic(scene)
+    run_now(logic.connect_job(monailabel_server))
+    run_now(logic.fetch_job(image_id="lung2"))
+    volume = logic.last_fetched
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "lung2.nii.gz")))
+    k = int(np.argmax((truth > 0).sum(axis=(1, 2))))
+    rows, cols = np.nonzero(truth[k])
+    nearest = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    ijk = (int(cols[nearest]), int(rows[nearest]), k)
+    ras = scene_lib.ijk_to_ras(volume) @ np.array([*ijk, 1.0])
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPointWorld(*ras[:3])
+
+    status = run_now(logic.segment_job(volume, foreground=points, slice_only=True))
+    assert status.startswith("Segment:")
+    assert logic.last_result.params["slices"] == [k]
+    server = assert_matches_server(logic, scene_lib.working_segmentation(scene, volume), volume)
+    assert server[k].any() and not np.delete(server, k, axis=0).any()

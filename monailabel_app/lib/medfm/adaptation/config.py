@@ -31,7 +31,7 @@ class AdaptConfig:
     seed: int = 0
     auto_head: bool = True
     # Recompute activations in backward instead of keeping them. None = on for a GPU, where memory is what runs
-    # out (LoRA batch 4: 4.8 -> 1.1 GB of tensors), off on a CPU, where it cost 1.7x the step time (dev CPU).
+    # out (LoRA batch 4: 3.3 -> 0.7 GB of tensors), off on a CPU, where it cost 1.6x the step time (dev CPU).
     gradient_checkpointing: bool | None = None
     box_jitter: float = 0.1
     labels: list[str] | None = None
