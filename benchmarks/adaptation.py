@@ -157,8 +157,9 @@ def to_markdown(rows: list[dict], size_name: str, size: dict, skipped: list[str]
              "column says how many each took. Dice in the 256x256 model frame; "
              "`dice_box`: box from the label's extent with a fixed, seeded 10 % jitter; `dice_auto`: prompt-free "
              "(learned label token; for zero-shot no prompt at all). `±`: std over splits, or over held-out slices "
-             f"when there is one split. Peak memory: {memory_kind}. Precision: {precision.resolve('auto', dev)} "
-             "(the product's default on this machine; LoRA/DoRA/full with gradient checkpointing).", ""]
+             f"when there is one split. Peak memory: {memory_kind}. Precision: {precision.resolve('auto', dev)}, "
+             "gradient checkpointing " + ("on" if dev == "cuda" else "off") + " (the product's defaults on this "
+             "machine).", ""]
     for task in sorted({r["task"] for r in rows}):
         lines += [f"### {task}", ""]
         table = []

@@ -244,7 +244,7 @@ class MedFMAdaptLogic:
 
         With `uncertainty` the server also returns its per-voxel uncertainty, loaded as a colour overlay volume.
         With `slice_only`, points without an ROI segment only the slices they sit on (a refinement answers in about
-        0.15 s on a 2-core CPU instead of about 0.8 s when it follows the structure through the volume).
+        0.2 s on a 2-core CPU instead of about 0.8 s when it follows the structure through the volume).
         """
         if volume is None:
             raise ValueError("Select a volume first.")

@@ -90,7 +90,7 @@ class FMBackend(ABC):
         """Module names PEFT may target on this backend."""
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> bool:
-        """Trade compute for memory while training the encoder; False where the backend cannot."""
+        """Trade compute for memory while training (recompute activations in backward); False where unsupported."""
         return False
 
 
