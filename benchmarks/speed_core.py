@@ -34,16 +34,16 @@ def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int
     difference from the plain fp32 embedding, relative to that embedding's range: the stated tolerance.
     """
     plain_encoder = copy.deepcopy(model.sam.image_encoder).to(memory_format=torch.contiguous_format)
-    variants = [("plain fp32", lambda x: plain_encoder(x.contiguous()), None),
-                ("product fp32", lambda x: backend.embed(model, x), None)]
+    variants = [("plain fp32", lambda x: plain_encoder(x.contiguous()), "fp32"),
+                ("product fp32", lambda x: backend.embed(model, x), "fp32")]
     if bf16:
-        variants.append(("product bf16", lambda x: backend.embed(model, x), torch.bfloat16))
+        variants.append(("product bf16", lambda x: backend.embed(model, x), "bf16"))
     rows = []
     x = torch.rand(max(batches), 3, backend.input_size, backend.input_size, device=dev)
     with torch.inference_mode():
         reference = plain_encoder(x[:1].contiguous()).float()
-        for name, run, dtype in variants:
-            with torch.autocast(dev, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for name, run, mode in variants:
+            with precision_mod.autocast(dev, mode):
                 error = float((run(x[:1]).float() - reference).abs().max() / reference.abs().max())
                 for batch in batches:
                     run(x[:batch])  # warm-up at this shape
