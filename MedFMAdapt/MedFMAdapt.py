@@ -15,8 +15,9 @@ import ctk  # noqa: F401  (Slicer modules import ctk/qt at top; the .ui uses ctk
 import qt
 import slicer
 from MedFMAdaptLib import scene as scene_lib
+from MedFMAdaptLib.errors import ServerError
 from MedFMAdaptLib.logic import Job, MedFMAdaptLogic, run_now  # the module's Logic (scene-injected, testable)
-from MedFMAdaptLib.presenter import Action, Presenter
+from MedFMAdaptLib.presenter import Action, Presenter, describe_error
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleTest,
@@ -220,12 +221,6 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.callProgressBar.value = 0
         self.render()
 
-    def _registry(self):
-        try:
-            return self.logic.client.registry()
-        except Exception:
-            return None
-
     def render(self) -> None:
         """Copy the presenter's state onto the widgets."""
         s = self.presenter.state
@@ -321,8 +316,12 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         if not self.presenter.state.training:
             self.training_timer.stop()
-            self.logic.registry = self._registry()
-            self.presenter.connected(self.logic.client.base_url, info, self.logic.registry)
+            try:
+                self.logic.registry = self.logic.client.registry()
+            except ServerError as error:  # the adapter list stays as it was; the status line says why
+                self.presenter.state.status = describe_error(error)
+            else:
+                self.presenter.connected(self.logic.client.base_url, info, self.logic.registry)
         self.render()
 
     def onTrainingPollError(self, job: Job, error: Exception) -> None:

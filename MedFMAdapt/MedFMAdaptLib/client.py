@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BadResponse, ConnectionFailed, HTTPFailure, NotAvailable, ServerTimeout, TLSFailure
+from .errors import BadResponse, ConnectionFailed, HTTPFailure, ServerTimeout, TLSFailure
 from .multipart import Part, encode_form, parse_multipart, sanitize_filename
 
 INTERACTIVE_MODEL = "medsam_interactive"
@@ -147,11 +147,7 @@ class MedFMClient:
                 headers = {k.lower(): v for k, v in reply.headers.items()}
                 return Response(reply.status, headers, reply.read())
         except urllib.error.HTTPError as exc:
-            detail = _detail_of(exc.read() or b"")
-            path = urllib.parse.urlsplit(url).path
-            if exc.code == 404 and path.startswith("/medfm/") and detail == "Not Found":
-                raise NotAvailable(exc.code, detail, url) from exc
-            raise HTTPFailure(exc.code, detail, url) from exc
+            raise HTTPFailure(exc.code, _detail_of(exc.read() or b""), url) from exc
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, ssl.SSLError):
@@ -291,7 +287,7 @@ class MedFMClient:
         name = parts.path.rsplit("/", 1)[-1]
         return self._save(name, reply.body, "result.nii.gz")
 
-    # ---- adapter registry (MedFMAdapt extension; NotAvailable on servers without it) -------------------------------
+    # ---- adapter registry (the MedFMAdapt server's /medfm routes) -------------------------------------------------
 
     def registry(self) -> dict[str, Any]:
         """GET /medfm/adapters: {"fm", "active" (a version or "base"), "history", "adapters": [...]}."""

@@ -39,9 +39,5 @@ class HTTPFailure(ServerError):
         self.detail = detail
 
 
-class NotAvailable(HTTPFailure):
-    """The server does not offer this endpoint (an older server without the adapter registry)."""
-
-
 class BadResponse(ServerError):
     """The server answered 2xx, but with something this module cannot read (bad JSON, broken multipart)."""

@@ -18,7 +18,6 @@ from typing import Any, Generic, TypeVar
 
 from . import scene as scene_lib
 from .client import AUTO_MODEL, INTERACTIVE_MODEL, TRAINER, InferResult, MedFMClient
-from .errors import NotAvailable
 from .presenter import Action
 
 T = TypeVar("T")
@@ -65,7 +64,7 @@ class MedFMAdaptLogic:
         self.last_fetched = None  # volume node most recently fetched from the server
         self.last_result: InferResult | None = None
         self.review_nodes: list = []  # [base, adapted] segmentation nodes of the last review
-        self.registry: dict[str, Any] | None = None  # GET /medfm/adapters; None when the server has no registry
+        self.registry: dict[str, Any] | None = None  # GET /medfm/adapters; None until connected
         self.last_sample: dict[str, Any] = {}  # the last active-learning answer (id, chosen_by, reason, ...)
         self.last_comparison: dict[str, Any] = {}
         self.last_overlay = None  # uncertainty overlay node of the last segmentation that asked for one
@@ -102,17 +101,12 @@ class MedFMAdaptLogic:
     # ---- server -----------------------------------------------------------------------------------------------------
 
     def connect_job(self, url: str, token: str | None = None, verify_tls: bool = True) -> Job:
-        """GET /info/ and, when the server has one, the adapter registry."""
+        """GET /info/ and the adapter registry (GET /medfm/adapters)."""
         client = self.client_factory(url, token=token, verify_tls=verify_tls, download_dir=self.work_dir)
 
         def work(report: Report):
             report("Asking the server what it offers", 0.2)
-            info = client.info()
-            try:
-                registry = client.registry()
-            except NotAvailable:
-                registry = None
-            return info, registry
+            return client.info(), client.registry()
 
         def finish(result) -> str:
             self.client = client
@@ -223,7 +217,8 @@ class MedFMAdaptLogic:
             self.last_overlay = overlay
             adapter = result.params.get("adapter", params.get("adapter", "base"))
             timing = result.params.get("timing")
-            took = f" in {timing.get('total', 0):.1f} s" if isinstance(timing, dict) and timing.get("total") else ""
+            total = timing.get("total_s") if isinstance(timing, dict) else None  # the server's whole call, seconds
+            took = f" in {float(total):.1f} s" if total else ""
             most = (result.params.get("uncertainty") or {}).get("max") if uncertainty else None
             unsure = f"; uncertainty up to {float(most):.2f} nats (0.69 = guessing)" if most is not None else ""
             return f"{title}: {', '.join(names) or 'empty result'} (adapter {adapter}){took}{unsure}."

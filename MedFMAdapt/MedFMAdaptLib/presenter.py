@@ -15,7 +15,6 @@ from .errors import (
     BadResponse,
     ConnectionFailed,
     HTTPFailure,
-    NotAvailable,
     ServerError,
     ServerTimeout,
     TLSFailure,
@@ -62,8 +61,6 @@ def describe_error(error: BaseException, action: Action | None = None) -> str:
     """One status line, in plain words, for a failed call; includes the server's own message when it sent one."""
     doing, verb = DOING.get(action, ("talking to the server", "do that"))
     url = getattr(error, "url", "") or "the server"
-    if isinstance(error, NotAvailable):
-        return f"This server cannot {verb} yet: it has no adapter registry. Update the MedFMAdapt server app."
     if isinstance(error, HTTPFailure):
         if error.status in (401, 403):
             return f"The server refused the access token (HTTP {error.status}): {error.detail}. Check the token."
@@ -169,7 +166,6 @@ class PanelState:
     strategies: list[str] = field(default_factory=list)
     labels: Any = field(default_factory=dict)
     adapters: list[AdapterRow] = field(default_factory=list)
-    registry: bool = False
     selected_adapter: str = "base"
     has_volume: bool = False
     image_id: str | None = None
@@ -214,10 +210,10 @@ class Presenter:
             Action.SUBMIT: on_server and s.has_result,
             Action.START_TRAINING: TRAINER in s.trainers and not s.training,
             Action.REVIEW: on_server and AUTO_MODEL in s.models and any(a.version != "base" for a in s.adapters),
-            Action.COMPARE: s.registry,
+            Action.COMPARE: True,
             Action.TOGGLE_REVIEW: s.has_review,
-            Action.ACTIVATE: s.registry and self._selected_is_inactive(),
-            Action.ROLLBACK: s.registry and len(s.adapters) > 1,
+            Action.ACTIVATE: self._selected_is_inactive(),
+            Action.ROLLBACK: len(s.adapters) > 1,
         }
         return bool(rules[action])
 
@@ -247,12 +243,8 @@ class Presenter:
             self.state.connected = False
         self.state.status = describe_error(error, action)
 
-    def connected(self, url: str, info: dict[str, Any], adapters: dict[str, Any] | list | None) -> None:
-        """Fill the panel from GET /info/ and the registry (GET /medfm/adapters) when the server has one.
-
-        `adapters` is the registry's reply ({"active", "adapters": [...]}), its bare list of rows, or None for a
-        server without a registry (then the adapter list comes from /info/ train_stats).
-        """
+    def connected(self, url: str, info: dict[str, Any], adapters: dict[str, Any]) -> None:
+        """Fill the panel from GET /info/ and the adapter registry's reply (GET /medfm/adapters)."""
         s = self.state
         s.connected = True
         s.server_url = url
@@ -261,8 +253,7 @@ class Presenter:
         s.strategies = list((info.get("strategies") or {}).keys())
         s.labels = info.get("labels") or {}
         s.fm = self._fm_name(info)
-        s.registry = adapters is not None
-        s.adapters = self._adapter_rows(info, adapters)
+        s.adapters = self._adapter_rows(adapters)
         s.comparison, s.comparison_summary = [], ""
         active = next((a.version for a in s.adapters if a.active), "base")
         s.selected_adapter = active
@@ -271,13 +262,10 @@ class Presenter:
         s.busy = None
         s.status = f"Connected to {url}. Foundation model: {s.fm or 'unknown'}; adapters: {names}."
 
-    def registry_changed(self, adapters: dict[str, Any] | list | None) -> None:
+    def registry_changed(self, adapters: dict[str, Any]) -> None:
         """The registry changed (activate, rollback, a finished adaptation): new rows, selection kept if it exists."""
         s = self.state
-        if adapters is None:
-            return
-        s.registry = True
-        s.adapters = self._adapter_rows({}, adapters)
+        s.adapters = self._adapter_rows(adapters)
         if not any(a.version == s.selected_adapter for a in s.adapters):
             s.selected_adapter = next((a.version for a in s.adapters if a.active), "base")
 
@@ -306,7 +294,7 @@ class Presenter:
         elif state == "DONE":
             s.progress = 1.0
             version = (info or {}).get("train_stats", {}).get(TRAINER, {})
-            name = version.get("version") or version.get("latest_version") or "a new version"
+            name = version.get("version") or "a new version"
             s.status = f"Adaptation finished: {name} is ready to review."
         elif state == "ERROR":
             details = status.get("details") or []
@@ -373,32 +361,20 @@ class Presenter:
         return [h for h in history if isinstance(h, dict)]
 
     @staticmethod
-    def _adapter_rows(info: dict[str, Any], adapters: dict[str, Any] | list | None) -> list[AdapterRow]:
-        if adapters is not None:
-            listing = (adapters.get("adapters") or []) if isinstance(adapters, dict) else adapters
-            active = adapters.get("active") if isinstance(adapters, dict) else None
-            rows = [
-                AdapterRow(
-                    version=str(a.get("version") or a.get("id") or "?"),
-                    method=str(a.get("method") or ""),
-                    dice=_number(a.get("heldout_dice")),
-                    active=bool(a.get("active")) if active is None else a.get("version") == active,
-                    val_dice=_number(a.get("val_dice")),
-                )
-                for a in listing
-                if isinstance(a, dict)
-            ]
-            if not any(r.version == "base" for r in rows):
-                base_active = active == "base" if active is not None else not any(r.active for r in rows)
-                rows.insert(0, AdapterRow("base", active=base_active))
-            return rows
-        stats = (info.get("train_stats") or {}).get(TRAINER) or {}
-        rows = [AdapterRow("base")]
-        version = stats.get("version") or stats.get("latest_version")
-        if version:
-            history = stats.get("history") or []
-            dice = history[-1].get("val_dice") if history and isinstance(history[-1], dict) else None
-            rows.append(AdapterRow(str(version), str(stats.get("method", "")), None, True, _number(dice)))
-        else:
-            rows[0].active = True
+    def _adapter_rows(registry: dict[str, Any]) -> list[AdapterRow]:
+        """The selector's rows from GET /medfm/adapters: "base" first, then each version in "adapters"."""
+        active = registry.get("active")
+        rows = [
+            AdapterRow(
+                version=str(a.get("version") or "?"),
+                method=str(a.get("method") or ""),
+                dice=_number(a.get("heldout_dice")),
+                active=a.get("version") == active,
+                val_dice=_number(a.get("val_dice")),
+            )
+            for a in registry.get("adapters") or []
+            if isinstance(a, dict)
+        ]
+        if not any(r.version == "base" for r in rows):
+            rows.insert(0, AdapterRow("base", active=active == "base"))
         return rows

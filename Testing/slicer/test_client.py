@@ -16,12 +16,13 @@ from requests_toolbelt import MultipartEncoder
 from MedFMAdapt.MedFMAdaptLib.client import MedFMClient, _detail_of, _filename_from_disposition
 from MedFMAdapt.MedFMAdaptLib.errors import ConnectionFailed, ServerTimeout
 from MedFMAdapt.MedFMAdaptLib.multipart import encode_form, parse_multipart, sanitize_filename
+from Testing.slicer.replies import reply
 
 EVERY_BYTE = bytes(range(256)) * 8 + b"\r\n--\r\n\r\n\n\r"
 
 
 def test_parses_monai_label_infer_reply_byte_exact():
-    params = {"fm": "MedSAM-Lite", "adapter": "v2", "timing": {"total": 4.5}}
+    params = reply("infer_interactive")  # the params part exactly as the real server sent it
     encoder = MultipartEncoder(
         fields={
             "params": (None, json.dumps(params), "application/json"),

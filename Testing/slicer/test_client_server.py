@@ -27,7 +27,7 @@ def test_info_lists_our_models_and_fills_the_panel(client, monailabel_server):
     assert info["models"][AUTO_MODEL]["type"] == "segmentation"
     assert TRAINER in info["trainers"]
     presenter = Presenter()
-    presenter.connected(monailabel_server, info, adapters=None)
+    presenter.connected(monailabel_server, info, adapters=client.registry())
     assert presenter.state.connected and presenter.state.status.startswith("Connected to")
     assert Action.START_TRAINING in presenter.enabled_actions()
 

@@ -39,6 +39,8 @@ def test_fetch_and_segment_breast1_with_a_small_roi(monailabel_server, sample_da
 
     status = run_now(logic.segment_job(volume, roi=roi), lambda message, _f: progress.append(message))
     assert status.startswith("Segment:")
+    took = logic.last_result.params["timing"]["total_s"]
+    assert status.endswith(f" in {took:.1f} s.")  # the server's own timing reaches the status line
     assert progress == ["Asking the server what it offers", "Running medsam_interactive on the server"]
     params = logic.last_result.params
     assert {"fm", "adapter", "timing"} <= set(params)

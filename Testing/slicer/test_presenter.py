@@ -10,38 +10,42 @@ from MedFMAdapt.MedFMAdaptLib.errors import (
     BadResponse,
     ConnectionFailed,
     HTTPFailure,
-    NotAvailable,
     ServerTimeout,
     TLSFailure,
 )
 from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, describe_error
-
-INFO = {
-    "name": "MedFMAdapt",
-    "models": {
-        "medsam_interactive": {"type": "annotation", "fm": "MedSAM-Lite"},
-        "medsam_auto": {"type": "segmentation"},
-    },
-    "trainers": {"medsam_adapt": {}},
-    "strategies": {"uncertainty": {}, "random": {}},
-    "labels": {"lesion": 1},
-    "train_stats": {
-        "medsam_adapt": {
-            "version": "v2",
-            "method": "lora",
-            "history": [
-                {"epoch": 1, "train_loss": 0.9, "val_dice": 0.61},
-                {"epoch": 2, "train_loss": 0.7, "val_dice": 0.74},
-            ],
-        }
-    },
-}
+from Testing.slicer.replies import like, reply
 
 
 @pytest.fixture
-def connected() -> Presenter:
+def info() -> dict:
+    """GET /info/ as the server sends it (recorded), after a LoRA adaptation v2 of two epochs, FM "MedSAM-Lite"."""
+    info = reply("info")
+    models = info["models"]
+    models["medsam_interactive"] = like(models["medsam_interactive"], fm="MedSAM-Lite")
+    stats = info["train_stats"]["medsam_adapt"]
+    row = stats["history"][0]
+    history = [like(row, epoch=1, train_loss=0.9, val_dice=0.61), like(row, epoch=2, train_loss=0.7, val_dice=0.74)]
+    info["train_stats"]["medsam_adapt"] = like(stats, version="v2", method="lora", history=history)
+    return info
+
+
+@pytest.fixture
+def registry() -> dict:
+    """GET /medfm/adapters as the server sends it (recorded), with v0001 active and v0002 not evaluated."""
+    listing = reply("registry")
+    row = listing["adapters"][0]
+    v1 = like(row, version="v0001", method="lora", val_dice=0.71, heldout_dice=0.682, active=True,
+              decision=like(row["decision"], activated=True), imported_from=None)
+    v2 = like(row, version="v0002", method="dora", val_dice=0.74, heldout_dice=None, active=False, decision=None,
+              imported_from=None)
+    return like(listing, active="v0001", history=["base"], adapters=[v1, v2])
+
+
+@pytest.fixture
+def connected(info, registry) -> Presenter:
     presenter = Presenter()
-    presenter.connected("http://127.0.0.1:8000", INFO, adapters=None)
+    presenter.connected("http://127.0.0.1:8000", info, adapters=registry)
     return presenter
 
 
@@ -50,8 +54,10 @@ def test_before_connecting_only_connect_is_live():
 
 
 def test_connected_without_volume(connected):
-    assert connected.enabled_actions() == {Action.CONNECT, Action.NEXT_SAMPLE, Action.START_TRAINING}
-    assert "MedSAM-Lite" in connected.state.status and "v2" in connected.state.status
+    assert connected.enabled_actions() == {
+        Action.CONNECT, Action.NEXT_SAMPLE, Action.START_TRAINING, Action.COMPARE, Action.ROLLBACK
+    }
+    assert "MedSAM-Lite" in connected.state.status and "v0001, v0002" in connected.state.status
 
 
 def test_volume_selected_then_uploaded_then_prompted(connected):
@@ -82,40 +88,11 @@ def test_busy_disables_everything_but_stop_training(connected):
     assert Action.START_TRAINING not in connected.enabled_actions()
 
 
-# GET /medfm/adapters as the server sends it (rows trimmed to the fields the panel reads, plus one it ignores).
-REGISTRY = {
-    "fm": {"name": "MedSAM-Lite", "sha256": "ab12"},
-    "active": "v0001",
-    "history": ["v0001"],
-    "adapters": [
-        {
-            "version": "v0001",
-            "id": "v0001",
-            "method": "lora",
-            "val_dice": 0.71,
-            "heldout_dice": 0.682,
-            "active": True,
-            "decision": {"activated": True},
-            "imported_from": None,
-        },
-        {
-            "version": "v0002",
-            "id": "v0002",
-            "method": "dora",
-            "val_dice": 0.74,
-            "heldout_dice": None,
-            "active": False,
-            "decision": None,
-            "imported_from": None,
-        },
-    ],
-}
-
-
-def test_registry_actions_need_the_registry(connected):
-    assert not connected.enabled(Action.ACTIVATE) and not connected.enabled(Action.ROLLBACK)
-    assert not connected.enabled(Action.COMPARE)
-    connected.connected("http://127.0.0.1:8000", INFO, adapters=REGISTRY)
+def test_registry_actions(connected, info, registry):
+    connected.connected("http://127.0.0.1:8000", info, adapters=like(registry, active="base", adapters=[]))
+    assert not connected.enabled(Action.ACTIVATE) and not connected.enabled(Action.ROLLBACK)  # base alone
+    assert connected.enabled(Action.COMPARE)
+    connected.connected("http://127.0.0.1:8000", info, adapters=registry)
     assert connected.state.selected_adapter == "v0001"
     assert not connected.enabled(Action.ACTIVATE)  # v0001 is already active
     connected.state.selected_adapter = "v0002"
@@ -128,48 +105,44 @@ def test_registry_actions_need_the_registry(connected):
     ]
 
 
-def test_registry_with_base_active_and_after_rollback(connected):
-    connected.connected("http://127.0.0.1:8000", INFO, adapters={**REGISTRY, "active": "base", "adapters": []})
+def test_registry_with_base_active_and_after_rollback(connected, info, registry):
+    connected.connected("http://127.0.0.1:8000", info, adapters=like(registry, active="base", adapters=[]))
     assert [a.label for a in connected.state.adapters] == ["base, not evaluated [active]"]
     assert connected.state.selected_adapter == "base"
 
     connected.state.selected_adapter = "v0002"
-    rows = [{**a, "active": a["version"] == "v0002"} for a in REGISTRY["adapters"]]
-    connected.registry_changed({**REGISTRY, "active": "v0002", "adapters": rows})
+    rows = [like(a, active=a["version"] == "v0002") for a in registry["adapters"]]
+    connected.registry_changed(like(registry, active="v0002", adapters=rows))
     assert [a.version for a in connected.state.adapters if a.active] == ["v0002"]
     assert connected.state.selected_adapter == "v0002"  # the selection is kept while it exists
-    connected.registry_changed({**REGISTRY, "active": "base", "adapters": []})
+    connected.registry_changed(like(registry, active="base", adapters=[]))
     assert connected.state.selected_adapter == "base"
 
 
-def test_adapters_without_registry_come_from_train_stats(connected):
-    rows = connected.state.adapters
-    assert [(r.version, r.active, r.dice, r.val_dice) for r in rows] == [
-        ("base", False, None, None),
-        ("v2", True, None, 0.74),
-    ]
-
-
-def test_training_progress_and_outcomes(connected):
-    connected.training_update({"status": "RUNNING"}, INFO, max_epochs=4)
+def test_training_progress_and_outcomes(connected, info):
+    connected.training_update(reply("train_status", status="RUNNING"), info, max_epochs=4)
     assert connected.state.training and connected.state.progress == 0.5
     assert connected.state.status == "Adapting: epoch 2 of 4, validation Dice 0.740."
-    connected.training_update({"status": "DONE"}, INFO, max_epochs=4)
+    connected.training_update(reply("train_status", status="DONE"), info, max_epochs=4)
     assert not connected.state.training and connected.state.progress == 1.0
     assert "v2 is ready" in connected.state.status
-    connected.training_update({"status": "ERROR", "details": ["loading", "CUDA out of memory"]}, None, 4)
+    failed = reply("train_status", status="ERROR", details=["loading", "CUDA out of memory"])
+    connected.training_update(failed, None, 4)
     assert connected.state.status == "Adaptation failed on the server: CUDA out of memory"
 
 
 def test_sample_reason(connected):
-    connected.sample_chosen("uncertainty", {"id": "lung2", "reason": "highest disagreement between adapters"})
+    reason = "highest disagreement between adapters"
+    chosen = reply("sample_diversity", id="lung2", chosen_by="uncertainty", reason=reason)
+    connected.sample_chosen("uncertainty", chosen)
     assert connected.state.status == "uncertainty chose lung2: highest disagreement between adapters"
 
 
 def test_sample_names_the_strategy_from_chosen_by_not_strategy(connected):
     """MONAI Label overwrites "strategy" in the reply with image info; the server names itself in "chosen_by"."""
-    reply = {"id": "lung1", "chosen_by": "diversity", "strategy": {"lung1": {"ts": 1}}, "score": 0.4321, "rank": 1}
-    connected.sample_chosen("hybrid", reply)
+    chosen = reply("sample_diversity", id="lung1", chosen_by="diversity", score=0.4321, rank=1, reason=None)
+    assert "strategy" in chosen  # MONAI Label's image info, under the name a client might read
+    connected.sample_chosen("hybrid", chosen)
     assert connected.state.sample_reason == "diversity chose lung1: score 0.432, rank 1"
     connected.sample_chosen("hybrid", {})
     assert connected.state.status == (
@@ -178,23 +151,25 @@ def test_sample_names_the_strategy_from_chosen_by_not_strategy(connected):
 
 
 def test_comparison_table_from_compare(connected):
-    reply = {
-        "a": "base",
-        "b": "v0001",
-        "mode": "interactive",
-        "per_image": [
-            {"image": "breast1", "label": "lesion", "dice_a": 0.61, "dice_b": 0.7, "diff": 0.09},
-            {"image": "lung1", "label": "lesion", "dice_a": 0.8, "dice_b": 0.75, "diff": -0.05},
+    recorded = reply("compare")
+    row = recorded["per_image"][0]
+    compared = like(
+        recorded,
+        a="base",
+        b="v0001",
+        per_image=[
+            like(row, image="breast1", label="lesion", dice_a=0.61, dice_b=0.7, diff=0.09),
+            like(row, image="lung1", label="lesion", dice_a=0.8, dice_b=0.75, diff=-0.05),
         ],
-        "mean_dice_a": 0.705,
-        "mean_dice_b": 0.725,
-        "mean_diff": 0.02,
-        "better": "v0001",
-        "by": 0.02,
-        "summary": "v0001 is better by 0.020 mean Dice over 2 image-label pairs",
-    }
+        mean_dice_a=0.705,
+        mean_dice_b=0.725,
+        mean_diff=0.02,
+        better="v0001",
+        by=0.02,
+        summary="v0001 is better by 0.020 mean Dice over 2 image-label pairs",
+    )
     connected.begin(Action.COMPARE)
-    connected.compared(reply)
+    connected.compared(compared)
     assert [r.cells for r in connected.state.comparison] == [
         ("breast1 / lesion", "0.610", "0.700", "+0.090"),
         ("lung1 / lesion", "0.800", "0.750", "-0.050"),
@@ -251,12 +226,6 @@ URL = "http://127.0.0.1:8000/infer/medsam_interactive?image=x"
             Action.CONNECT,
             "The server's reply could not be read while connecting: the server's reply is not valid JSON "
             "(Expecting value: line 1 column 1 (char 0)). Are the server app and this module the same version?",
-        ),
-        (
-            NotAvailable(404, "Not Found", "http://h/medfm/adapters/rollback"),
-            Action.ROLLBACK,
-            "This server cannot roll back the adapter yet: it has no adapter registry. "
-            "Update the MedFMAdapt server app.",
         ),
         (
             TLSFailure("CERTIFICATE_VERIFY_FAILED", URL),
