@@ -29,6 +29,7 @@ from lib.medfm.adaptation import AdaptConfig, adapt  # noqa: E402
 from lib.medfm.adaptation.data import SliceSample, box_from_mask  # noqa: E402
 from lib.medfm.adaptation.peft_setup import count_parameters, encoder_is_frozen, save_adapter  # noqa: E402
 from lib.medfm.backends import SlicePrompt, get_backend  # noqa: E402
+from lib.medfm.metrics import dice  # noqa: E402
 
 FM_METHODS = ("lora", "dora", "decoder", "full")
 TEST_JITTER = 0.1  # each side of the test box moved by up to 10 % of the box size, seeded per slice and label
@@ -41,12 +42,6 @@ SIZES = {  # held_out / seeds / K / slices per training case or set / held-out s
     "cuda": dict(held_out=["brain1", "brain2", "breast1", "lung1", "lung2"], seeds=[0], ks=[1, 2, 4],
                  train_slices=8, test_slices=8, tissue_seeds=[0, 1, 2], steps=60, batch=8, budget_s=500),
 }
-
-
-def slice_dice(pred: torch.Tensor, target: torch.Tensor) -> float:
-    pred, target = pred.bool().cpu(), target.bool().cpu()
-    denom = int(pred.sum() + target.sum())
-    return 1.0 if denom == 0 else float(2 * (pred & target).sum() / denom)
 
 
 @torch.no_grad()
@@ -77,8 +72,8 @@ def score_fm(backend, model, test: list[SliceSample], embeddings, tokens: dict[i
                                            [unit] * len(prompts))
             masks = logits[:, 0] > 0
             if value in s.present:
-                box.append(slice_dice(masks[0], s.targets[value]))
-            auto.append(slice_dice(masks[-1], s.targets[value]))
+                box.append(dice(masks[0], s.targets[value]))
+            auto.append(dice(masks[-1], s.targets[value]))
     return {"dice_box": float(np.mean(box)) if box else None, "dice_auto": float(np.mean(auto)) if auto else None,
             "dice_box_slices": [round(d, 4) for d in box], "dice_auto_slices": [round(d, 4) for d in auto]}
 
@@ -115,7 +110,7 @@ def run_unet(split: Split, k: int, size: dict, dev: str, fm_total: int) -> dict:
     budget = math.ceil(size["steps"] / per_epoch) * per_epoch  # whole epochs, as the FM's training loop takes
     with common.PeakMemory(dev) as memory, common.Timer(dev) as timer:
         model, steps = train_unet(train, split.tokens, budget, batch, split.seed, dev)
-    auto = [slice_dice(predict_unet(model, s, split.tokens, dev)[v], s.targets[v]) for s in split.test
+    auto = [dice(predict_unet(model, s, split.tokens, dev)[v], s.targets[v]) for s in split.test
             for v in s.targets]
     params = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""The adaptation loop: Dice+BCE on box-prompted and prompt-free masks, validation by image, early stopping."""
+"""The adaptation loop: Dice+CE on box-prompted and prompt-free masks, validation by image, early stopping."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import precision as precision_mod
 from ..backends import FMBackend, SlicePrompt
-from ..metrics import soft_dice_loss
+from ..metrics import dice_batch, mask_loss
 from .config import AdaptConfig
 from .data import SliceSample, box_from_mask
 from .peft_setup import count_parameters, encoder_is_frozen, make_trainable, trainable_state
@@ -150,7 +149,7 @@ def _step_loss(backend, model, batch, cfg, label_tokens, dev, rng, frozen: bool)
     logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items], [s for _, _, s in items])
     logits = logits.float()  # the loss in fp32 whatever the forward ran in
     target = torch.stack(targets).to(dev)[:, None]
-    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target)
+    return mask_loss(logits, target)
 
 
 def _decode_in_model_frame(backend, model, emb, prompts, samples):
@@ -186,10 +185,8 @@ def evaluate(backend, model, samples: list[SliceSample], cfg: AdaptConfig, label
         index = torch.tensor([i for i, _, _ in items], device=dev)
         logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items],
                                            [s for _, _, s in items])
-        pred = (logits[:, 0] > 0).cpu()
-        for p, t, kind in zip(pred, targets, kinds, strict=True):
-            t = t.bool()
-            score = float(2 * (p & t).sum() / max(int(p.sum() + t.sum()), 1))
+        scores = dice_batch((logits[:, 0] > 0).cpu(), torch.stack(targets))
+        for score, kind in zip(scores.tolist(), kinds, strict=True):
             (box_scores if kind == "box" else auto_scores).append(score)
     out = {"val_dice_box": round(float(np.mean(box_scores)), 4) if box_scores else None}
     if auto:
