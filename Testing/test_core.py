@@ -16,6 +16,7 @@ from lib.medfm.adaptation.config import AdaptConfig
 from lib.medfm.adapter_store import BASE, AdapterStore
 from lib.medfm.embedding_cache import EmbeddingCache, EmbeddingKey
 from lib.medfm.errors import InputError, NotFoundError
+from lib.medfm.metrics import dice, dice_batch
 from lib.medfm.prompts import box_of_mask, resolve
 from lib.medfm.volume import acquisition_axis, guess_modality, load_label, load_volume, write_label
 
@@ -162,6 +163,26 @@ def test_adapt_config_from_a_request():
     for bad in ({"rank": 2.5}, {"dropout": 1.5}, {"auto_head": "maybe"}, {"max_seconds": 0}):
         with pytest.raises(InputError):
             AdaptConfig.from_request(bad)
+
+
+def test_adapt_config_refuses_bad_values_when_built():
+    for bad in ({"method": "bogus"}, {"rank": 0}, {"rank": "8"}, {"auto_head": 1}, {"lr": 0.0},
+                {"labels": "lesion"}, {"target_modules": "("}):
+        with pytest.raises(InputError, match="bad training parameter"):
+            AdaptConfig(**bad)
+    assert AdaptConfig(max_seconds=300).max_seconds == 300  # a whole number is a number
+    assert all(AdaptConfig.help().values()), "every field says what it is for"
+
+
+def test_one_dice_scores_empty_against_empty_as_perfect():
+    empty, full = np.zeros((4, 4), bool), np.ones((4, 4), bool)
+    assert dice(empty, empty) == 1.0 and dice(full, empty) == 0.0 and dice(empty, full) == 0.0
+    half = full.copy()
+    half[:2] = False
+    assert dice(half, full) == pytest.approx(2 * 8 / (8 + 16))
+    batch = dice_batch(torch.stack([torch.from_numpy(empty), torch.from_numpy(half)]),
+                       torch.stack([torch.from_numpy(empty), torch.from_numpy(full)]))
+    assert batch.tolist() == pytest.approx([1.0, 2 / 3])
 
 
 def test_base_weights_load_safely_and_are_verified(tmp_path, monkeypatch):

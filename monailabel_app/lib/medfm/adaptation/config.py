@@ -1,71 +1,73 @@
-"""Adaptation hyperparameters, as one dataclass validated from a request (bad values become plain-words errors)."""
+"""Adaptation hyperparameters: one dataclass that refuses bad values when it is built, however it is built.
+
+As peft's `LoraConfig`, each field carries its help text in `metadata["help"]`; `/info/` and the docs show it.
+A request's strings ("8", "true", "lung,brain") are converted by pydantic's lax rules, never by hand.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import InputError
 
 METHODS = ("lora", "dora", "decoder", "full")
-# Learning rates that worked on the sample cases: the prompt-free label tokens start from zero and need a far
-# larger step than weights that start from a good pretrained value.
+# Learning rates that worked on the sample cases, per method: weights that start from a good pretrained value
+# take small steps. The prompt-free label tokens (head_lr) are new embeddings and need a far larger one.
 DEFAULT_LR = {"lora": 5e-4, "dora": 5e-4, "decoder": 1e-4, "full": 2e-5}
+
+
+def _help(text: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class AdaptConfig:
-    method: str = "lora"
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.0  # peft's default; 0.05 kept a dropped copy of every LoRA input: +38 % training memory
-    target_modules: str | None = None  # regex over module names; None = the backend's attention and MLP linears
-    lr: float | None = None  # None = DEFAULT_LR[method]
-    head_lr: float = 1e-2
-    max_epochs: int = 10
-    max_seconds: float = 1800.0
-    slices_per_image: int = 8
-    batch_size: int = 4
-    val_fraction: float = 0.25
-    patience: int = 3
-    seed: int = 0
-    auto_head: bool = True
-    # Recompute activations in backward instead of keeping them. None = on for a GPU, where memory is what runs
-    # out (LoRA batch 4: 3.3 -> 0.7 GB of tensors), off on a CPU, where it cost 1.6x the step time (dev CPU).
-    gradient_checkpointing: bool | None = None
-    box_jitter: float = 0.1
-    labels: list[str] | None = None
-    regression_margin: float = 0.02  # held-out Dice the new adapter may lose against the active one and go live
-    images: list[str] | None = None  # train on these datastore ids only (default: every labelled, non-held-out)
-    note: str = ""
-    extra: dict = field(default_factory=dict)
+    method: str = _help(f"what is trained: one of {', '.join(METHODS)} (LoRA/DoRA through peft, the mask "
+                        "decoder alone, or every weight)", "lora")
+    rank: int = _help("LoRA/DoRA rank, 1-256", 8)
+    alpha: int = _help("LoRA/DoRA scaling numerator (scale = alpha / rank), 1-4096", 16)
+    dropout: float = _help("LoRA dropout in [0, 1); 0 is peft's default, and 0.05 kept a dropped copy of every "
+                           "LoRA input (+38 % training memory)", 0.0)
+    target_modules: str | None = _help("regular expression over module names that LoRA/DoRA wraps; empty = the "
+                                       "backend's attention and MLP linears", None)
+    lr: float | None = _help("learning rate of the adapted weights in (0, 1]; empty = the method's default "
+                             f"({DEFAULT_LR})", None)
+    head_lr: float = _help("learning rate of the prompt-free label tokens in (0, 10]", 1e-2)
+    max_epochs: int = _help("most passes over the training slices, 1-10000", 10)
+    max_seconds: float = _help("wall-clock budget in seconds; training stops after the step that passes it", 1800.0)
+    slices_per_image: int = _help("labelled slices drawn per training image, evenly spread, 1-4096", 8)
+    batch_size: int = _help("slices per optimiser step, 1-1024", 4)
+    val_fraction: float = _help("share of the labelled images kept apart for validation, in [0, 1); the split "
+                                "is by image", 0.25)
+    patience: int = _help("epochs without a better validation Dice before stopping early, 1-1000", 3)
+    seed: int = _help("seed of the split, the slice draw and the box jitter", 0)
+    auto_head: bool = _help("also learn one prompt per label for prompt-free (automatic) segmentation", True)
+    gradient_checkpointing: bool | None = _help(
+        "recompute activations in backward instead of keeping them; empty = on with a GPU, where memory runs out "
+        "(LoRA batch 4: 3.3 -> 0.7 GB of tensors), off on a CPU, where it cost 1.6x the step time", None)
+    box_jitter: float = _help("each side of a training box moves by up to this share of the box size, in [0, 1] "
+                              "(a user's box is never exact)", 0.1)
+    labels: list[str] | None = _help("adapt to these label names only (a list, or names separated by commas); "
+                                     "empty = every label of the server", None)
+    regression_margin: float = _help("held-out Dice the new version may lose against the active one and still go "
+                                     "live, in [-1, 1]", 0.02)
+    images: list[str] | None = _help("train on these datastore image ids only; empty = every labelled image that "
+                                     "is not held out", None)
+    note: str = _help("free text kept in the version's manifest", "")
 
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data.pop("extra")
-        data["lr"] = self.learning_rate
-        return data
-
-    @classmethod
-    def from_request(cls, request: dict) -> AdaptConfig:
-        """Pick our fields out of a MONAI Label train request (which also carries model, device, ...)."""
-        known = {f.name: f for f in fields(cls) if f.name != "extra"}
-        values = {}
-        for name, f in known.items():
-            if name in request and request[name] not in (None, "", "None", "null"):
-                values[name] = _coerce(name, request[name], f.type)
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         def bad(msg: str):
             raise InputError(f"bad training parameter: {msg}")
 
+        for name, kind in ((f.name, _TYPES[f.name]) for f in fields(self)):
+            try:
+                TypeAdapter(kind).validate_python(getattr(self, name), strict=True)
+            except ValidationError:
+                bad(f"{name} must be {_type_words(kind)}, got {getattr(self, name)!r}")
         if self.method not in METHODS:
             bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name, lo, hi in (("rank", 1, 256), ("alpha", 1, 4096), ("max_epochs", 1, 10000),
@@ -91,27 +93,51 @@ class AdaptConfig:
             except re.error as err:
                 bad(f"target_modules is not a valid regular expression: {err}")
 
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
-def _coerce(name: str, value, type_name):
-    text = str(type_name)
-    try:
-        if text.startswith("bool"):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if text.startswith("int"):
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError(value)
-            return int(float(value))
-        if text.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if text.startswith("list"):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return [str(v).strip() for v in items if str(v).strip()]
-        return str(value)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"bad training parameter: {name} = {value!r} is not a valid {text.split(' ')[0]}") from err
+    def to_json(self) -> dict:
+        return {**asdict(self), "lr": self.learning_rate}
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+    @classmethod
+    def from_request(cls, request: dict) -> AdaptConfig:
+        """Pick our fields out of a MONAI Label train request (which also carries model, device, ...)."""
+        values = {}
+        for f in fields(cls):
+            value = request.get(f.name)
+            if value in (None, "", "None", "null"):
+                continue
+            kind = _TYPES[f.name]
+            if isinstance(value, str) and _is_list(kind):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list | tuple) and _is_list(kind):
+                value = [str(v) for v in value]
+            try:
+                if isinstance(value, bool) and "bool" not in str(kind):
+                    raise ValueError(value)  # pydantic's lax mode would read true as 1
+                values[f.name] = TypeAdapter(kind).validate_python(value)
+            except (ValidationError, ValueError) as err:
+                raise InputError(f"bad training parameter: {f.name} = {value!r} is not "
+                                 f"{_type_words(kind)}") from err
+        return cls(**values)
+
+
+def _is_list(kind) -> bool:
+    return "list" in str(kind)
+
+
+def _type_words(kind) -> str:
+    words = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+    for base, text in words.items():
+        if kind in (base, base | None):
+            return text + (" or empty" if kind is not base else "")
+    return "a list of names" + (" or empty" if "None" in str(kind) else "")
+
+
+_TYPES = get_type_hints(AdaptConfig)
+_TYPES = {f.name: _TYPES[f.name] for f in fields(AdaptConfig)}
