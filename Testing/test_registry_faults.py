@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from lib.medfm.adapter_store import BASE, AdapterStore, write_json_atomic
+from lib.medfm.adapter_store import BASE, AdapterStore
+from lib.medfm.files import write_json_atomic
 from Testing.conftest import ROOT
 
 WRITER_PRELUDE = f"""

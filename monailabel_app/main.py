@@ -14,13 +14,12 @@ from monailabel.tasks.activelearning.first import First
 
 from lib.activelearning.seeded_random import SeededRandom
 from lib.configs.medsam import MedSAMConfig
-from lib.datastore import ValidatingDatastore
+from lib.datastore import ValidatingDatastore, training_images
 from lib.http_errors import plain_errors
 from lib.medfm.active.annotation_log import AnnotationLog
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.job import label_tokens
 from lib.medfm.registry import Registry
-from lib.trainers.medsam_adapt import training_images
 
 logger = logging.getLogger(__name__)
 

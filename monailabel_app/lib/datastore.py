@@ -11,8 +11,11 @@ from typing import Any
 
 from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.http_errors import plain_errors
+from lib.medfm.adaptation.data import LabelledImage
+from lib.medfm.evaluation import HeldOutCase
 from lib.medfm.volume import check_3d_scalar, load_label, read_image
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -23,6 +26,24 @@ def check_safe_id(value: str, what: str) -> str:
         raise HTTPException(status_code=400, detail=f"{what} {value!r} is not allowed: use letters, digits, '.', "
                                                     "'_' and '-' only (at most 128), with no '..'")
     return value
+
+
+def heldout_images(datastore: Datastore) -> list[HeldOutCase]:
+    """Labelled images the site marked held-out: evaluated on, never trained on."""
+    final = DefaultLabelTag.FINAL.value
+    return [HeldOutCase(i, datastore.get_image_uri(i), datastore.get_label_uri(i, final))
+            for i in sorted(datastore.get_labeled_images(final)) if datastore.get_image_info(i).get("held_out")]
+
+
+def training_images(datastore: Datastore, only: list[str] | None = None) -> list[LabelledImage]:
+    """Images with a final label, minus those the site marked held-out (never trained on)."""
+    items = []
+    for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL.value)):
+        if datastore.get_image_info(image_id).get("held_out") or (only and image_id not in only):
+            continue
+        items.append(LabelledImage(image_id, datastore.get_image_uri(image_id),
+                                   datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)))
+    return items
 
 
 class ValidatingDatastore(LocalDatastore):

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import BackgroundTasks, Depends, FastAPI, File, Form, UploadFile
+from fastapi import BackgroundTasks, FastAPI, File, Form, UploadFile
 from fastapi.routing import APIRoute
 from monailabel.config import settings
 from monailabel.endpoints import infer as ml_infer
 from monailabel.endpoints import train as ml_train
-from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.endpoints.user.auth import User
 
-ADMIN = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))  # the same roles MONAI Label's own routes require
-USER = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
+from lib.auth import ADMIN, USER
 
 
 def install_train_preflight(app: FastAPI, validate: Callable[[str, dict], None]) -> None:

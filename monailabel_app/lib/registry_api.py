@@ -12,23 +12,17 @@ import os
 import shutil
 import tempfile
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
-from monailabel.config import settings
-from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from pydantic import BaseModel, Field
 
-from lib.datastore import check_safe_id
+from lib.auth import ADMIN, ANNOTATOR, REVIEWER, USER
+from lib.datastore import check_safe_id, heldout_images
 from lib.http_errors import plain_errors
 from lib.medfm.active.annotation_log import AnnotationLog
 from lib.medfm.registry import Registry
-from lib.trainers.medsam_adapt import heldout_images
-
-USER = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
-ANNOTATOR = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
-REVIEWER = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_REVIEWER))
-ADMIN = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))
 
 
 class HeldOutRequest(BaseModel):

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .errors import ConflictError, InputError, NotFoundError
+from .files import write_json_atomic
 
 BASE = "base"
 VERSION_RE = re.compile(r"^v\d{4,}$")
@@ -28,19 +29,6 @@ MANIFEST = "manifest.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 STATE_WEIGHTS = "weights.safetensors"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or an error mid-write leaves the old file, and no debris
-        raise
 
 
 class AdapterStore:

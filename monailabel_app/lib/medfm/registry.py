@@ -7,14 +7,14 @@ later (held-out scores, why it was or was not activated) is kept beside it in `e
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
 from .adapter_archive import export_version, import_archive
-from .adapter_store import BASE, write_json_atomic
+from .adapter_store import BASE
 from .digest import sha256_file
 from .evaluation import HeldOutCase, compare, evaluate
+from .files import read_json, write_json_atomic
 from .service import MedFMService
 
 DEFAULT_MARGIN = 0.02  # a new adapter may be this much below the active one's held-out Dice and still go live
@@ -34,7 +34,7 @@ class Registry:
         for version in self.store.versions():
             m = self.store.manifest(version)
             best = m.get("metrics", {}).get("best", {})
-            rows.append({"version": version, "id": version, "method": m.get("method"), "created": m.get("created"),
+            rows.append({"version": version, "method": m.get("method"), "created": m.get("created"),
                          "note": m.get("note", ""), "labels": sorted(m.get("labels", {})),
                          "val_dice": best.get("val_dice"), "val_dice_box": best.get("val_dice_box"),
                          "base_val_dice_box": m.get("metrics", {}).get("base", {}).get("val_dice_box"),
@@ -57,18 +57,18 @@ class Registry:
     def get(self, version: str) -> dict:
         version = self.store.check_id(version)
         return {"manifest": self.store.manifest(version), "active": version == self.store.active(),
-                "decision": self.decision(version), "evaluations": self._read(self.evaluations / f"{version}.json")}
+                "decision": self.decision(version), "evaluations": read_json(self.evaluations / f"{version}.json")}
 
     def heldout_dice(self, version: str) -> float | None:
         """The newest held-out mean Dice known for a version: from any evaluation, else its activation check."""
-        records = sorted(self._read(self.evaluations / f"{version}.json").values(),
+        records = sorted(read_json(self.evaluations / f"{version}.json").values(),
                          key=lambda r: r.get("evaluated_at", 0))
         if records:
             return records[-1]["mean"]["dice"]
         return (self.decision(version) or {}).get("new_dice")
 
     def decision(self, version: str) -> dict | None:
-        return self._read(self.decisions / f"{version}.json") or None
+        return read_json(self.decisions / f"{version}.json") or None
 
     # ---- changing -----------------------------------------------------------------------------------------
     def activate(self, version: str) -> dict:
@@ -96,7 +96,7 @@ class Registry:
         version = self.store.resolve(version)
         key = self._cases_key(cases, mode, jitter)
         path = self.evaluations / f"{version}.json"
-        cached = self._read(path).get(key)
+        cached = read_json(path).get(key)
         if cached:
             return cached
         result = evaluate(self.service.segmenter, version, cases, self.service.settings.labels, mode, jitter,
@@ -104,7 +104,7 @@ class Registry:
         result["heldout_key"] = key
         result["evaluated_at"] = time.time()
         with self.store.lock:
-            records = self._read(path)
+            records = read_json(path)
             records[key] = result
             self.evaluations.mkdir(exist_ok=True)
             write_json_atomic(path, records)
@@ -146,10 +146,3 @@ class Registry:
             digest.update(sha256_file(Path(case.image_path)).encode())
             digest.update(sha256_file(Path(case.label_path)).encode())
         return f"{mode}:{jitter}:{digest.hexdigest()[:16]}"
-
-    @staticmethod
-    def _read(path: Path) -> dict:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}

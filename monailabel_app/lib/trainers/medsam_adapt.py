@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
-from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.datastore import heldout_images, training_images
 from lib.medfm.adaptation import METHODS, AdaptConfig
-from lib.medfm.adaptation.data import LabelledImage
 from lib.medfm.adaptation.job import run_adaptation
-from lib.medfm.adapter_store import write_json_atomic
-from lib.medfm.evaluation import HeldOutCase
+from lib.medfm.files import read_json, write_json_atomic
 from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
-
-
-def heldout_images(datastore: Datastore) -> list[HeldOutCase]:
-    """Labelled images the site marked held-out: evaluated on, never trained on."""
-    final = DefaultLabelTag.FINAL.value
-    return [HeldOutCase(i, datastore.get_image_uri(i), datastore.get_label_uri(i, final))
-            for i in sorted(datastore.get_labeled_images(final)) if datastore.get_image_info(i).get("held_out")]
-
-
-def training_images(datastore: Datastore, only: list[str] | None = None) -> list[LabelledImage]:
-    """Images with a final label, minus those the site marked held-out (never trained on)."""
-    items = []
-    for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL.value)):
-        if datastore.get_image_info(image_id).get("held_out") or (only and image_id not in only):
-            continue
-        items.append(LabelledImage(image_id, datastore.get_image_uri(image_id),
-                                   datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)))
-    return items
 
 
 class MedSAMAdapt(TrainTask):
@@ -50,10 +30,7 @@ class MedSAMAdapt(TrainTask):
         return defaults
 
     def stats(self):
-        try:
-            return json.loads(self.stats_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_json(self.stats_path)
 
     def _write_stats(self, stats: dict) -> None:
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import defaultdict
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ..adapter_store import write_json_atomic
+from ..files import read_json, write_json_atomic
 
 
 class AnnotationLog:
@@ -19,10 +18,8 @@ class AnnotationLog:
         self.lock = FileLock(str(Path(folder) / ".annotations.lock"))
 
     def entries(self) -> list[dict]:
-        try:
-            return json.loads(self.path.read_text())["labels"]
-        except (OSError, ValueError, KeyError):
-            return []
+        labels = read_json(self.path).get("labels")
+        return labels if isinstance(labels, list) else []
 
     def record(self, image_id: str, session: str, strategy: str | None, seconds: float | None,
                adapter: str, user: str | None = None) -> dict:

@@ -5,14 +5,13 @@ An image's entry remembers the file's size and modification time; scoring skips 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from filelock import FileLock
 
-from ..adapter_store import write_json_atomic
+from ..files import read_json, write_json_atomic
 
 
 def file_stamp(path: str) -> str:
@@ -28,10 +27,8 @@ class ScoreBook:
         self.lock = FileLock(str(self.folder / ".lock"))
 
     def load(self) -> dict[str, dict]:
-        try:
-            return json.loads(self.path.read_text())["images"]
-        except (OSError, ValueError, KeyError):
-            return {}
+        images = read_json(self.path).get("images")
+        return images if isinstance(images, dict) else {}
 
     def is_current(self, image_id: str, image_path: str, entries: dict | None = None) -> bool:
         entry = (self.load() if entries is None else entries).get(image_id)
