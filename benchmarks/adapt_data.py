@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.medfm.adaptation.data import SliceSample
+from lib.medfm.adaptation.data import SliceSample, spread
 from lib.medfm.backends import FMBackend
 from lib.medfm.volume import load_label, load_volume
 
@@ -32,14 +32,6 @@ class Split:
     train: dict[int, list[SliceSample]]
     test: list[SliceSample]
     tokens: dict[int, int]  # label value -> prompt-free token index
-
-
-def spread(indices: list[int], n: int) -> list[int]:
-    """`n` indices evenly spread over `indices` (all of them when there are fewer)."""
-    if len(indices) <= n:
-        return list(indices)
-    picks = np.linspace(0, len(indices) - 1, n).round().astype(int)
-    return [indices[i] for i in sorted(set(picks.tolist()))]
 
 
 class CaseSlices:

@@ -8,12 +8,13 @@ import tempfile
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.http_errors import plain_errors
+from lib.medfm.segmenter import SegmentationResult
 from lib.medfm.service import MedFMService
-from lib.medfm.volume import write_label
+from lib.medfm.volume import Volume, write_label
 
 
 class MedSAMInferTask(InferTask):
-    """Subclasses declare `mode` (the MedFMService method that does the work), `infer_type` and `summary`."""
+    """Subclasses declare `mode` (named in file names and replies), `infer_type` and `summary`, and `segment`."""
 
     mode = ""
     infer_type = InferType.OTHERS
@@ -33,9 +34,12 @@ class MedSAMInferTask(InferTask):
     def is_valid(self) -> bool:
         return True
 
+    def segment(self, image_path: str, request: dict) -> tuple[Volume, SegmentationResult]:
+        raise NotImplementedError
+
     def __call__(self, request: dict):
         with plain_errors():
-            volume, result = getattr(self.service, self.mode)(request["image"], request)
+            volume, result = self.segment(request["image"], request)
             fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix=f"medfm-{self.mode}-")
             os.close(fd)
             write_label(result.label, volume, out)

@@ -3,6 +3,8 @@
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.infers.medsam_base import MedSAMInferTask
+from lib.medfm.segmenter import SegmentationResult
+from lib.medfm.volume import Volume
 
 
 class MedSAMInteractive(MedSAMInferTask):
@@ -11,3 +13,6 @@ class MedSAMInteractive(MedSAMInferTask):
     summary = ("LiteMedSAM with prompts: foreground/background points [[i,j,k],...] and roi [i0,j0,i1,j1,k0,k1] "
                "(inclusive voxel indices); optional adapter ('base' or a version; default the active one), "
                "max_propagation (slices a click is followed each way, default 32; 0 = the clicked slice only)")
+
+    def segment(self, image_path: str, request: dict) -> tuple[Volume, SegmentationResult]:
+        return self.service.interactive(image_path, request)

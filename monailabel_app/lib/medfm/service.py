@@ -17,29 +17,12 @@ from .adapter_store import AdapterStore
 from .backends import get_backend
 from .embedding_cache import EmbeddingCache
 from .errors import InputError
-from .prompts import parse_roi, resolve
+from .prompts import InferOptions, parse_roi, resolve
 from .segmenter import SegmentationResult, Segmenter
 from .settings import Settings
 from .volume import Volume, load_volume, write_image
 
 RESULT_NAME = re.compile(r"^uncertainty-[0-9a-f]{32}\.nii\.gz$")
-
-
-def _flag(params: dict, name: str) -> bool:
-    value = params.get(name, False)
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", ""):
-            raise InputError(f"'{name}' must be true or false, got {value!r}")
-        return value.lower() in ("true", "1")
-    return bool(value)
-
-
-def _propagation(params: dict, default: int = 32, most: int = 1024) -> int:
-    """How many slices a click is followed each way; 0 segments the clicked slice alone (the fastest answer)."""
-    value = params.get("max_propagation", default)
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) > most:
-        raise InputError(f"'max_propagation' must be a whole number of slices from 0 to {most}, got {value!r}")
-    return int(value)
 
 
 class MedFMService:
@@ -79,25 +62,24 @@ class MedFMService:
         return volume
 
     def interactive(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
-        volume = self.volume(path, params.get("modality"))
+        options = InferOptions.from_params(params)
+        volume = self.volume(path, options.modality)
         prompts = resolve(volume, params.get("foreground"), params.get("background"), params.get("roi"))
-        version = self.store.resolve(params.get("adapter"))
-        return volume, self.segmenter.interactive(volume, prompts, version, _propagation(params),
-                                                  uncertainty=_flag(params, "uncertainty"))
+        version = self.store.resolve(options.adapter)
+        return volume, self.segmenter.interactive(volume, prompts, version, options.max_propagation,
+                                                  uncertainty=options.uncertainty)
 
     def automatic(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
-        volume = self.volume(path, params.get("modality"))
-        version = self.store.resolve(params.get("adapter"))
+        options = InferOptions.from_params(params)
+        volume = self.volume(path, options.modality)
+        version = self.store.resolve(options.adapter)
         roi = parse_roi(params.get("roi"), volume.shape)
         slice_range = None
         if roi:
             bounds = ((roi[0], roi[2]), (roi[1], roi[3]), (roi[4], roi[5]))
             slice_range = bounds[volume.slice_axis]
-        labels = params.get("labels")
-        if labels is not None and not isinstance(labels, list | tuple):
-            raise InputError("'labels' must be a list of label names")
-        return volume, self.segmenter.automatic(volume, version, slice_range, labels,
-                                                uncertainty=_flag(params, "uncertainty"))
+        return volume, self.segmenter.automatic(volume, version, slice_range, options.labels,
+                                                uncertainty=options.uncertainty)
 
     def save_uncertainty(self, result: SegmentationResult, volume: Volume, keep: int = 50) -> str:
         """Write the uncertainty map for GET /medfm/results/<name>; only the newest `keep` maps are kept."""

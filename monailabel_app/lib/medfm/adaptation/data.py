@@ -42,7 +42,7 @@ def build_samples(images: list[LabelledImage], backend: FMBackend, label_values:
             continue
         per_slice = [np.take(label, k, axis=volume.slice_axis).T for k in range(volume.n_slices)]
         positive = [k for k, s in enumerate(per_slice) if np.isin(s, annotated).any()]
-        chosen = _spread(positive, slices_per_image)
+        chosen = spread(positive, slices_per_image)
         if negatives:
             empty = [k for k in range(volume.n_slices) if k not in positive]
             n_neg = min(len(empty), max(1, slices_per_image // 4))
@@ -55,7 +55,8 @@ def build_samples(images: list[LabelledImage], backend: FMBackend, label_values:
     return samples
 
 
-def _spread(indices: list[int], n: int) -> list[int]:
+def spread(indices: list[int], n: int) -> list[int]:
+    """`n` indices evenly spread over `indices` (all of them when there are fewer)."""
     if len(indices) <= n:
         return list(indices)
     picks = np.linspace(0, len(indices) - 1, n).round().astype(int)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,10 +24,6 @@ class SlicePrompt:
     point_labels: tuple[int, ...] = ()
     label_index: int | None = None
 
-    @property
-    def is_empty(self) -> bool:
-        return self.box is None and not self.points and self.label_index is None
-
 
 @dataclass(frozen=True)
 class PreparedSlice:
@@ -45,7 +41,6 @@ class PeftTargets:
     lora_target_regex: str
     decoder_modules: tuple[str, ...]
     auto_head_modules: tuple[str, ...]
-    extra: dict = field(default_factory=dict)
 
 
 class FMBackend(ABC):

@@ -114,7 +114,7 @@ class LiteMedSAMBackend(FMBackend):
     def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice]):
         sam = model.sam
         device = embeddings.device
-        sparse_list, dense = [], None
+        sparse_list = []
         max_points = max((len(p.points) for p in prompts), default=0)
         for prompt, prep in zip(prompts, prepared, strict=True):
             sparse_list.append(self._sparse_embedding(model, prompt, prep, max_points, device))
