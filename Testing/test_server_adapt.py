@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import requests
 import SimpleITK as sitk
 from safetensors.torch import load_file
 
@@ -69,24 +70,56 @@ def test_adaptation_round_trip(fresh_client, fresh_server):
     folder = server.models / "adapters" / "litemedsam" / "v0001"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["method"] == "lora" and manifest["note"] == "test run"
-    assert [i["id"] for i in manifest["train_images"]] == ["breast1"] and manifest["val_images"] == []
+    # One labelled image: it validated on its own top labelled slice, kept apart from the slices it trained on.
+    (trained_on,), (validated_on,) = manifest["train_images"], manifest["val_images"]
+    assert trained_on["id"] == validated_on["id"] == "breast1"
+    assert max(trained_on["slices"]) + manifest["val_gap_slices"] < min(validated_on["slices"])
+    assert manifest["evidence"]["compared_with"] == "base" and "slices of breast1" in manifest["evidence"]["source"]
     assert 0 < manifest["trainable_fraction"] < 0.1 and manifest["adapter_bytes"] < 5_000_000
     weights = load_file(str(folder / "adapter_model.safetensors"))
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and any(float(v.abs().max()) > 0 for v in lora_b)  # LoRA B starts at zero: it trained
     assert not list(server.models.glob("adapters/litemedsam/.staging-*"))
 
-    # The next request uses the new version, no restart; on its training image it moved toward the label.
-    tuned_file, tuned_params = client.infer("medsam_interactive", "breast1", {"roi": roi})
+    # The guard decided from that validation alone, and said so where a client reads it.
+    detail = requests.get(f"{server.url}/medfm/adapters/v0001", timeout=60).json()
+    decision = detail["decision"]
+    assert decision["checks"] and all("slices of breast1" in c["source"] for c in decision["checks"])
+    assert decision["activated"] == all(c["passed"] for c in decision["checks"])
+    assert detail["active"] == decision["activated"] and stats["summary"]["decision"] == decision
+
+    # The new version is used without a restart; on its training image it moved toward the label.
+    tuned_file, tuned_params = client.infer("medsam_interactive", "breast1", {"roi": roi, "adapter": "v0001"})
     assert tuned_params["adapter"] == "v0001" and base_params["adapter"] == "base"
     tuned_dice = dice(read_ijk(tuned_file)[0] > 0, truth > 0)
     assert tuned_dice > base_dice, f"adapted {tuned_dice:.3f} vs base {base_dice:.3f}"
 
-    auto_file, auto_params = client.infer("medsam_auto", "breast1", {})
+    auto_file, auto_params = client.infer("medsam_auto", "breast1", {"adapter": "v0001"})
     auto, auto_image = read_ijk(auto_file)
     assert auto_params["adapter"] == "v0001" and auto_params["mode"] == "automatic"
     assert auto_image.GetSize() == sitk.ReadImage(str(server.studies / "breast1.nii.gz")).GetSize()
     assert set(np.unique(auto).tolist()) <= {0, 1}
+
+
+def test_harmful_training_is_registered_but_never_served(fresh_client, fresh_server):
+    """lr 0.5 wrecks the FM: the version is kept for review, the guard refuses it, and what is served is unchanged."""
+    client, server = fresh_client, fresh_server
+    if not (server.studies / "labels" / "final" / "breast1.nii.gz").exists():
+        pytest.skip("needs the label from test_adaptation_round_trip")
+    truth, _ = read_ijk(server.studies / "labels" / "final" / "breast1.nii.gz")
+    before = requests.get(f"{server.url}/medfm/adapters", timeout=60).json()
+    served_file, served = client.infer("medsam_interactive", "breast1", {"roi": label_roi(truth)})
+
+    client.train_start("medsam_adapt", {**TRAIN, "lr": 0.5, "note": "harmful"})
+    status = wait_for_training(client)
+    assert status["status"] == "DONE", "\n".join(status.get("details", []))
+    after = requests.get(f"{server.url}/medfm/adapters", timeout=60).json()
+    harmful = [r for r in after["adapters"] if r["note"] == "harmful"][0]
+    assert harmful["decision"]["activated"] is False and "not activated" in harmful["decision"]["reason"]
+    assert after["active"] == before["active"] == served["adapter"]
+
+    again_file, again = client.infer("medsam_interactive", "breast1", {"roi": label_roi(truth)})
+    assert again["adapter"] == served["adapter"] and np.array_equal(read_ijk(again_file)[0], read_ijk(served_file)[0])
 
 
 def test_adapter_loads_with_plain_peft(fresh_server):

@@ -17,7 +17,7 @@ from lib.medfm import precision as precision_mod
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.data import LabelledImage, build_samples
 from lib.medfm.adaptation.peft_setup import encoder_is_frozen, make_trainable, save_adapter
-from lib.medfm.adaptation.trainer import _embed, _step_loss
+from lib.medfm.adaptation.trainer import embed_with_base, training_loss
 from lib.medfm.adapter_store import AdapterStore
 from lib.medfm.embedding_cache import EmbeddingCache
 from lib.medfm.metrics import dice
@@ -158,9 +158,9 @@ def automatic_volume(backend, studies: Path, slices: int, measured: int, dev: st
             "extrapolated": measured < slices, "batch_size": segmenter.batch_size}
 
 
-def _train_step(backend, model, optimizer, samples, cfg, rng, frozen: bool, dev: str, mode: str) -> None:
+def _train_step(backend, model, base, optimizer, samples, cfg, rng, frozen: bool, dev: str, mode: str) -> None:
     with precision_mod.autocast(dev, mode):
-        loss = _step_loss(backend, model, samples, cfg, {1: 0}, torch.device(dev), rng, frozen)
+        loss = training_loss(backend, model, base, samples, cfg, {1: 0}, torch.device(dev), rng, frozen)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -196,13 +196,11 @@ def adaptation_steps(backend, base, studies: Path, variants: list[dict], warmup:
         rng = np.random.default_rng(0)
         model = make_trainable(base, backend, cfg).to(dev).train()
         frozen = encoder_is_frozen(model)
-        if frozen:
-            for s in samples:
-                with precision_mod.autocast(dev, mode):
-                    s.embedding = _embed(backend, base, [s], torch.device(dev), grad=False)[0:1].float().cpu()
+        if frozen or cfg.preserve_weight > 0:  # as the product's loop does before its first step
+            embed_with_base(backend, base, samples, torch.device(dev), mode)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
 
-        step = partial(_train_step, backend, model, optimizer, samples, cfg, rng, frozen, dev, mode)
+        step = partial(_train_step, backend, model, base, optimizer, samples, cfg, rng, frozen, dev, mode)
         times = []
         with common.PeakMemory(dev) as memory:
             for n in range(warmup + timed if timed_here else 0):

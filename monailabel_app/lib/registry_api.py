@@ -66,7 +66,7 @@ def build_router(registry: Registry, datastore: Datastore) -> APIRouter:
     @router.post("/adapters/{version}/activate", summary="Make this version the one inference uses")
     def activate(version: str, user: User = ADMIN):
         with plain_errors():
-            return registry.activate(version)
+            return registry.activate(version, user.username)
 
     @router.delete("/adapters/{version}", summary="Delete a version that is not active")
     def delete(version: str, user: User = ADMIN):

@@ -6,18 +6,18 @@ later (held-out scores, why it was or was not activated) is kept beside it in `e
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from pathlib import Path
 
+from .adaptation.evidence import label_tokens_of
 from .adapter_archive import export_version, import_archive
 from .adapter_store import BASE
 from .digest import sha256_file
 from .evaluation import HeldOutCase, compare, evaluate
 from .files import read_json, write_json_atomic
 from .service import MedFMService
-
-DEFAULT_MARGIN = 0.02  # a new adapter may be this much below the active one's held-out Dice and still go live
 
 
 class Registry:
@@ -71,8 +71,14 @@ class Registry:
         return read_json(self.decisions / f"{version}.json") or None
 
     # ---- changing -----------------------------------------------------------------------------------------
-    def activate(self, version: str) -> dict:
-        self.store.set_active(version)
+    def activate(self, version: str, user: str | None = None) -> dict:
+        """Activation by hand (an admin's call): allowed whatever the guard said, and recorded as manual."""
+        with self.store.lock:
+            self.store.set_active(version)
+            if version != BASE:
+                decision = self.decision(version) or {"activated": False, "reason": "never checked by the guard"}
+                manual = [*decision.get("manual", []), {"by": user, "at": _now()}]
+                self._write_decision(version, {**decision, "manual": manual})
         return {"active": self.store.active()}
 
     def rollback(self) -> dict:
@@ -113,29 +119,48 @@ class Registry:
     def compare(self, a: str, b: str, cases: list[HeldOutCase], mode: str = "interactive", jitter: int = 3) -> dict:
         return compare(self.evaluate(a, cases, mode, jitter), self.evaluate(b, cases, mode, jitter))
 
-    def guard(self, version: str, cases: list[HeldOutCase], margin: float = DEFAULT_MARGIN) -> dict:
-        """Activate a new version only if its held-out Dice is at most `margin` below the active one's."""
+    def guard(self, version: str, cases: list[HeldOutCase], margin: float = 0.0) -> dict:
+        """Activate `version` only on evidence, from data it did not train on, that it is at least as good as the
+        active one (less `margin`) in every mode it serves; with no evidence it stays registered and inactive."""
         current = self.store.active()
-        if not cases:
-            decision = {"activated": True, "reason": "no held-out images: activated without a regression check",
-                        "compared_with": current}
+        manifest = self.store.manifest(version)
+        checks, notes = [], []
+        evidence = manifest.get("evidence")
+        if evidence and evidence.get("compared_with") == current:
+            for mode in (m for m in ("interactive", "automatic") if m in evidence["modes"]):
+                pair = evidence["modes"][mode]
+                checks.append(_check(evidence["source"], mode, pair["new"], pair["active"], margin))
+        elif evidence:
+            notes.append(f"its validation compared it with {evidence.get('compared_with')}, but {current} is "
+                         "active now, so that evidence does not count")
+        if cases:
+            current_auto = bool(label_tokens_of(self.store.manifest(current)))
+            for mode in ("interactive", "automatic") if manifest.get("auto_head") else ("interactive",):
+                new = self.evaluate(version, cases, mode)["mean"]["dice"]
+                old = self.evaluate(current, cases, mode)["mean"]["dice"] \
+                    if mode == "interactive" or current_auto else None
+                checks.append(_check("held-out images", mode, new, old, margin))
+        activated = bool(checks) and all(c["passed"] for c in checks)
+        if not checks:
+            reason = ("no evidence from data it did not train on (no held-out images, no second labelled image, "
+                      "and too few labelled slices to hold some apart): registered but not activated; an admin "
+                      "can activate it by hand")
         else:
-            manifest = self.store.manifest(version)
-            mode = "automatic" if manifest.get("auto_head") and current != BASE and \
-                self.store.manifest(current).get("auto_head") else "interactive"
-            new = self.evaluate(version, cases, mode)["mean"]["dice"]
-            old = self.evaluate(current, cases, mode)["mean"]["dice"]
-            ok = new is not None and (old is None or new >= old - margin)
-            verdict = "within" if ok else "more than"
-            decision = {"activated": ok, "compared_with": current, "mode": mode, "new_dice": new, "active_dice": old,
-                        "margin": margin,
-                        "reason": f"held-out {mode} Dice {new} vs active {current}'s {old}: {verdict} the margin "
-                                  f"of {margin}" + ("" if ok else "; registered but not activated")}
-        if decision["activated"]:
+            reason = "; ".join(c["summary"] for c in checks) + (
+                f": at least as good as {current} (margin {margin}), activated" if activated
+                else f": worse than {current} beyond the margin of {margin}; registered but not activated")
+        first = checks[0] if checks else {}
+        decision = {"activated": activated, "compared_with": current, "margin": margin, "checks": checks,
+                    "mode": first.get("mode"), "new_dice": first.get("new"), "active_dice": first.get("active"),
+                    "reason": "; ".join([reason, *notes]), "decided_at": _now()}
+        if activated:
             self.store.set_active(version)
+        self._write_decision(version, decision)
+        return decision
+
+    def _write_decision(self, version: str, decision: dict) -> None:
         self.decisions.mkdir(exist_ok=True)
         write_json_atomic(self.decisions / f"{version}.json", decision)
-        return decision
 
     # ---- helpers ------------------------------------------------------------------------------------------
     @staticmethod
@@ -146,3 +171,16 @@ class Registry:
             digest.update(sha256_file(Path(case.image_path)).encode())
             digest.update(sha256_file(Path(case.label_path)).encode())
         return f"{mode}:{jitter}:{digest.hexdigest()[:16]}"
+
+
+def _check(source: str, mode: str, new: float | None, active: float | None, margin: float) -> dict:
+    """One comparison: passed when the new version scored and is not below the active one by more than `margin`
+    (an active version that cannot serve the mode at all has nothing to lose)."""
+    passed = new is not None and (active is None or new >= active - margin)
+    against = "nothing to compare with" if active is None else f"active {active}"
+    return {"source": source, "mode": mode, "new": new, "active": active, "passed": passed,
+            "summary": f"{mode} Dice {new} vs {against} on {source}"}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -49,12 +49,17 @@ class AdaptConfig:
     gradient_checkpointing: bool | None = _help(
         "recompute activations in backward instead of keeping them; empty = on with a GPU, where memory runs out "
         "(LoRA batch 4: 3.3 -> 0.7 GB of tensors), off on a CPU, where it cost 1.6x the step time", None)
+    preserve_weight: float = _help("weight of the self-distillation loss that keeps box prompts answering as the "
+                                   "base FM does on random boxes of the training slices, in [0, 100]; 0 = off",
+                                   1.0)
     box_jitter: float = _help("each side of a training box moves by up to this share of the box size, in [0, 1] "
                               "(a user's box is never exact)", 0.1)
     labels: list[str] | None = _help("adapt to these label names only (a list, or names separated by commas); "
                                      "empty = every label of the server", None)
-    regression_margin: float = _help("held-out Dice the new version may lose against the active one and still go "
-                                     "live, in [-1, 1]", 0.02)
+    val_gap_slices: int = _help("with one labelled image, slices left out between its training slices and the "
+                                "validation slices above them (fewer when the structure is too thin), 1-64", 2)
+    regression_margin: float = _help("Dice the new version may lose against the active one, on data it did not "
+                                     "train on, and still go live, in [-1, 1]; 0 = at least as good", 0.0)
     images: list[str] | None = _help("train on these datastore image ids only; empty = every labelled image that "
                                      "is not held out", None)
     note: str = _help("free text kept in the version's manifest", "")
@@ -71,7 +76,8 @@ class AdaptConfig:
         if self.method not in METHODS:
             bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name, lo, hi in (("rank", 1, 256), ("alpha", 1, 4096), ("max_epochs", 1, 10000),
-                             ("slices_per_image", 1, 4096), ("batch_size", 1, 1024), ("patience", 1, 1000)):
+                             ("slices_per_image", 1, 4096), ("batch_size", 1, 1024), ("patience", 1, 1000),
+                             ("val_gap_slices", 1, 64)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 bad(f"{name} must be between {lo} and {hi}, got {value}")
@@ -85,6 +91,8 @@ class AdaptConfig:
             bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not -1 <= self.regression_margin <= 1:
             bad(f"regression_margin must be in [-1, 1], got {self.regression_margin}")
+        if not 0 <= self.preserve_weight <= 100:
+            bad(f"preserve_weight must be in [0, 100], got {self.preserve_weight}")
         if not 0 <= self.box_jitter <= 1:
             bad(f"box_jitter must be in [0, 1], got {self.box_jitter}")
         if self.target_modules is not None:

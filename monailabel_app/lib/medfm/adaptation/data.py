@@ -16,6 +16,10 @@ class LabelledImage:
     image_id: str
     image_path: str
     label_path: str
+    slices: tuple[int, int] | None = None  # first, last (inclusive) slice it may give; None = all of them
+
+    def allows(self, k: int) -> bool:
+        return self.slices is None or self.slices[0] <= k <= self.slices[1]
 
 
 @dataclass
@@ -41,10 +45,10 @@ def build_samples(images: list[LabelledImage], backend: FMBackend, label_values:
         if not annotated:
             continue
         per_slice = [np.take(label, k, axis=volume.slice_axis).T for k in range(volume.n_slices)]
-        positive = [k for k, s in enumerate(per_slice) if np.isin(s, annotated).any()]
+        positive = [k for k, s in enumerate(per_slice) if np.isin(s, annotated).any() and item.allows(k)]
         chosen = spread(positive, slices_per_image)
         if negatives:
-            empty = [k for k in range(volume.n_slices) if k not in positive]
+            empty = [k for k, s in enumerate(per_slice) if item.allows(k) and not np.isin(s, annotated).any()]
             n_neg = min(len(empty), max(1, slices_per_image // 4))
             chosen += sorted(rng.choice(empty, size=n_neg, replace=False).tolist()) if n_neg else []
         for k in chosen:
@@ -76,3 +80,29 @@ def box_from_mask(mask: torch.Tensor, jitter: float, rng: np.random.Generator | 
     x0, y0 = max(0.0, x0), max(0.0, y0)
     x1, y1 = min(float(size), max(x1, x0 + 1)), min(float(size), max(y1, y0 + 1))
     return (float(x0), float(y0), float(x1), float(y1))
+
+
+def hold_apart(item: LabelledImage, label_values: dict[str, int], val_fraction: float, gap: int,
+               ct_window: tuple[float, float] = CT_DEFAULT_WINDOW) -> tuple[LabelledImage, LabelledImage, int] | None:
+    """Split one labelled image into a training part and a validation part `gap` slices apart (fewer when the
+    structure spans too few slices, never none): the evidence a single labelled image can give.
+
+    The validation part is the top `val_fraction` of the labelled slices; None when no labelled slice would be
+    left to train on. Returns (train part, validation part, the gap used).
+    """
+    volume = load_volume(item.image_path, ct_window=ct_window)
+    label = load_label(item.label_path, volume)
+    wanted = list(label_values.values())
+    positive = [k for k in range(volume.n_slices) if np.isin(np.take(label, k, axis=volume.slice_axis), wanted).any()]
+    n_val = max(1, round(val_fraction * len(positive)))
+    for used_gap in range(gap, 0, -1):
+        if len(positive) <= n_val:
+            return None
+        first_val = positive[len(positive) - n_val]
+        last_train = first_val - used_gap - 1
+        if any(k <= last_train for k in positive):
+            return (LabelledImage(item.image_id, item.image_path, item.label_path, (0, last_train)),
+                    LabelledImage(item.image_id, item.image_path, item.label_path, (first_val, volume.n_slices - 1)),
+                    used_gap)
+    return None
+

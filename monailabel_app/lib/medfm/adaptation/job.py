@@ -1,6 +1,9 @@
-"""One adaptation job end to end: split by image, train, save the adapter as a new (inactive) version, report.
+"""One adaptation job end to end: split, train, measure against the active version, save a new (inactive) version.
 
-Whether the new version goes live is the registry's decision (its held-out regression guard), not the job's.
+Validation is on data the version did not train on: other images when there are two or more; with one labelled
+image, its top labelled slices, kept `val_gap_slices` apart from every training slice. What the validation showed
+against the active version is stored in the manifest as `evidence`; whether the version goes live is the
+registry's decision (its guard), not the job's.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from ..backends import FMBackend
 from ..digest import sha256_file as label_sha256
 from ..errors import InputError
 from .config import AdaptConfig
-from .data import LabelledImage, build_samples
+from .data import LabelledImage, build_samples, hold_apart
+from .evidence import validation_evidence
 from .peft_setup import save_adapter
 from .trainer import adapt
 
@@ -54,6 +58,12 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     labels = label_tokens(label_values, cfg.labels, backend.max_labels)
     values = {n: d["value"] for n, d in labels.items()}
     train_items, val_items = split_by_image(items, cfg.val_fraction, cfg.seed)
+    source, gap = "validation images", None
+    if not val_items and cfg.val_fraction > 0:
+        parts = hold_apart(train_items[0], values, cfg.val_fraction, cfg.val_gap_slices)
+        if parts:
+            train_items, val_items, gap = [parts[0]], [parts[1]], parts[2]
+            source = f"slices of {parts[0].image_id} held {gap} slice(s) apart from its training slices"
     rng = np.random.default_rng(cfg.seed)
     train = build_samples(train_items, backend, values, cfg.slices_per_image, rng, negatives=cfg.auto_head)
     val = build_samples(val_items, backend, values, cfg.slices_per_image, rng, negatives=False)
@@ -64,6 +74,9 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     val_items = [i for i in val_items if i.image_id in used]
     tokens = {d["value"]: d["token"] for d in labels.values()}
     result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log, precision)
+    evidence = validation_evidence(backend, base_model, store, result.model, tokens if cfg.auto_head else {}, val,
+                                   cfg, device, precision, source)
+    log(f"EVIDENCE {evidence}" if evidence else "EVIDENCE none: no labelled slice the version did not train on")
 
     staging = store.staging()
     try:
@@ -72,8 +85,8 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
         manifest = {
             "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": cfg.method,
             "config": cfg.to_json(), "labels": labels, "auto_head": cfg.auto_head, "parent": store.active(),
-            "train_images": [{"id": i.image_id, "label_sha256": label_sha256(i.label_path)} for i in train_items],
-            "val_images": [{"id": i.image_id, "label_sha256": label_sha256(i.label_path)} for i in val_items],
+            "train_images": [_provenance(i, train) for i in train_items],
+            "val_images": [_provenance(i, val) for i in val_items], "val_gap_slices": gap, "evidence": evidence,
             "metrics": {"best": result.best, "base": result.base_val, "history": result.history},
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "trainable_fraction": round(result.trainable_params / result.total_params, 6),
@@ -92,10 +105,10 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
         "version": version, "method": cfg.method, "epochs": len(result.history),
         "trainable_params": result.trainable_params, "trainable_fraction": manifest["trainable_fraction"],
         "adapter_bytes": manifest["adapter_bytes"], "peak_memory_mb": result.peak_memory_mb,
-        "best_val_dice": result.best.get("val_dice") if result.best.get("val_dice", -1) >= 0 else None,
+        "best_val_dice": result.best.get("val_dice"),
         "best": result.best, "base_val": result.base_val, "wall_s": result.wall_s,
         "stopped_early": result.stopped_early, "train_images": [i.image_id for i in train_items],
-        "val_images": [i.image_id for i in val_items],
+        "val_images": [i.image_id for i in val_items], "evidence": evidence,
     }
     log(f"SUMMARY version={version} method={cfg.method} trainable={result.trainable_params} "
         f"({100 * manifest['trainable_fraction']:.3f}%) adapter_bytes={manifest['adapter_bytes']} "
@@ -103,3 +116,10 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
         f"best_val_dice={summary['best_val_dice']} base_val_dice_box={result.base_val.get('val_dice_box')} "
         f"wall_s={result.wall_s}")
     return summary
+
+
+def _provenance(item: LabelledImage, samples) -> dict:
+    """Which image (and label file, by hash) a version saw, and the exact slices it used."""
+    return {"id": item.image_id, "label_sha256": label_sha256(item.label_path),
+            "slices": sorted({s.slice_index for s in samples if s.image_id == item.image_id})}
+

@@ -1,0 +1,73 @@
+"""The activation guard with no server: a version goes live only on evidence from data it did not train on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lib.medfm.adaptation.data import LabelledImage, hold_apart
+from lib.medfm.adapter_store import BASE
+from lib.medfm.registry import Registry
+from lib.medfm.service import MedFMService
+from lib.medfm.settings import Settings
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return Registry(MedFMService(Settings(models_dir=tmp_path)))
+
+
+def register(registry: Registry, evidence: dict | None) -> str:
+    """A version as the training job leaves it: committed, inactive, with what its validation showed."""
+    staging = registry.store.staging()
+    return registry.store.commit(staging, {"fm": "litemedsam", "method": "lora", "auto_head": False,
+                                           "labels": {"lesion": {"value": 1, "token": 0}}, "evidence": evidence})
+
+
+def evidence(new: float, active: float, against: str = BASE) -> dict:
+    return {"source": "validation images", "compared_with": against, "slices": 4, "images": ["brain2"],
+            "modes": {"interactive": {"new": new, "active": active}}}
+
+
+def test_no_evidence_registers_inactive_and_an_admin_may_still_activate(registry):
+    version = register(registry, None)
+    decision = registry.guard(version, [], margin=0.0)
+    assert decision["activated"] is False and "no evidence" in decision["reason"]
+    assert registry.store.active() == BASE
+    registry.activate(version, user="admin")
+    assert registry.store.active() == version
+    manual = registry.get(version)["decision"]["manual"]
+    assert manual[0]["by"] == "admin" and manual[0]["at"]
+    assert registry.get(version)["decision"]["activated"] is False  # the guard's verdict is not rewritten
+
+
+def test_at_least_as_good_goes_live_and_worse_does_not(registry):
+    good = register(registry, evidence(0.80, 0.80))
+    assert registry.guard(good, [], margin=0.0)["activated"] and registry.store.active() == good
+    worse = register(registry, evidence(0.79, 0.80, against=good))
+    decision = registry.guard(worse, [], margin=0.0)
+    assert decision["activated"] is False and "not activated" in decision["reason"]
+    assert decision["checks"] == [{"source": "validation images", "mode": "interactive", "new": 0.79,
+                                   "active": 0.80, "passed": False, "summary": decision["checks"][0]["summary"]}]
+    assert registry.store.active() == good
+    assert registry.listing()["adapters"][1]["decision"]["activated"] is False
+
+
+def test_evidence_against_a_version_no_longer_active_does_not_count(registry):
+    first = register(registry, evidence(0.9, 0.5))
+    second = register(registry, evidence(0.9, 0.5))  # both validated against base
+    assert registry.guard(first, [], margin=0.0)["activated"]
+    decision = registry.guard(second, [], margin=0.0)
+    assert decision["activated"] is False and f"{first} is active now" in decision["reason"]
+    assert registry.store.active() == first
+
+
+@pytest.mark.parametrize(("case", "gap"), [("breast1", 1), ("brain1", 2)])
+def test_one_image_validates_on_slices_kept_apart(sample_datastore: Path, case: str, gap: int):
+    item = LabelledImage(case, str(sample_datastore / f"{case}.nii.gz"),
+                         str(sample_datastore / "labels" / "final" / f"{case}.nii.gz"))
+    train, val, used = hold_apart(item, {"lesion": 1}, val_fraction=0.25, gap=2)
+    assert used == gap  # breast1's lesion spans 3 slices: the gap shrinks to 1 rather than leave nothing
+    assert train.slices[1] + used < val.slices[0]
+    assert hold_apart(item, {"lesion": 1}, val_fraction=0.9, gap=2) is None  # nothing would be left to train on

@@ -1,0 +1,48 @@
+"""What a new version shows against the active one on validation slices it did not train on.
+
+Both models see the same slices and the same boxes (from the label, no jitter). The interactive (box) mode is
+always compared; the automatic mode on the labels both models learned. When the active model has no prompt-free
+head (the base FM answers 409 in automatic mode), the new version's automatic Dice is recorded with nothing to
+compare it with: a mode that did not exist cannot get worse.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import precision as precision_mod
+from ..adapter_store import AdapterStore
+from ..backends import FMBackend
+from .config import AdaptConfig
+from .data import SliceSample
+from .trainer import evaluate
+
+
+def label_tokens_of(manifest: dict) -> dict[int, int]:
+    """Label value -> prompt-free token of a version; empty for the base FM or a version without the head."""
+    if not manifest.get("auto_head"):
+        return {}
+    return {d["value"]: d["token"] for d in manifest.get("labels", {}).values()}
+
+
+def validation_evidence(backend: FMBackend, base_model: nn.Module, store: AdapterStore, model: nn.Module,
+                        tokens: dict[int, int], val: list[SliceSample], cfg: AdaptConfig, device: str,
+                        precision: str, source: str) -> dict | None:
+    """Box and prompt-free Dice of `model` and of the active version on `val`; None without validation slices."""
+    if not any(s.present for s in val):
+        return None
+    active = store.active()
+    active_tokens = label_tokens_of(store.manifest(active))
+    shared = {v: t for v, t in active_tokens.items() if v in tokens}
+    dev = torch.device(device)
+    active_model = store.apply(base_model, active).to(dev)
+    with precision_mod.autocast(dev, precision_mod.resolve(precision, dev)):
+        new = evaluate(backend, model, val, cfg, {v: tokens[v] for v in shared} if shared else tokens, dev,
+                       auto=bool(tokens))
+        old = evaluate(backend, active_model, val, cfg, shared, dev, auto=bool(shared))
+    modes = {"interactive": {"new": new.get("val_dice_box"), "active": old.get("val_dice_box")}}
+    if tokens:
+        modes["automatic"] = {"new": new.get("val_dice_auto"), "active": old.get("val_dice_auto") if shared else None}
+    return {"source": source, "compared_with": active, "slices": len(val),
+            "images": sorted({s.image_id for s in val}), "modes": modes}
