@@ -246,7 +246,8 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverInfoLabel.text = f"Strategies: {', '.join(s.strategies) or 'none'}" if s.connected else ""
         self.ui.sampleReasonLabel.text = s.sample_reason
         self.ui.trainingProgressBar.value = int(100 * s.progress)
-        self._fillCombo(self.ui.adapterComboBox, [a.label for a in s.adapters], [a.version for a in s.adapters])
+        self._fillCombo(self.ui.adapterComboBox, [a.label for a in s.adapters], [a.version for a in s.adapters],
+                        [a.reason for a in s.adapters])
         self._fillCombo(self.ui.strategyComboBox, s.strategies, s.strategies)
         self._fillTable(self.ui.comparisonTable, [row.cells for row in s.comparison])
         self.ui.comparisonSummaryLabel.text = s.comparison_summary
@@ -260,12 +261,14 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.resizeColumnsToContents()
 
     @staticmethod
-    def _fillCombo(combo, labels, values) -> None:
+    def _fillCombo(combo, labels, values, tips=None) -> None:
         current = combo.currentData
         combo.blockSignals(True)
         combo.clear()
         for label, value in zip(labels, values):  # noqa: B905 -- strict= needs Python 3.10; Slicer 5.6 has 3.9
             combo.addItem(label, value)
+        for index, tip in enumerate(tips or []):  # the guard's reason, on hover
+            combo.setItemData(index, tip, qt.Qt.ToolTipRole)
         index = combo.findData(current)
         combo.setCurrentIndex(index if index >= 0 else 0)
         combo.blockSignals(False)

@@ -114,6 +114,8 @@ class AdapterRow:
 
     `dice` is the held-out Dice the server measured when the version was registered (its activation decision);
     `val_dice` the best validation Dice of its training run, shown only when there is no held-out number.
+    `guard` is the server's activation decision (None for base or a version never checked), `reason` its words,
+    `by_hand` whether an admin activated it anyway.
     """
 
     version: str
@@ -121,6 +123,9 @@ class AdapterRow:
     dice: float | None = None
     active: bool = False
     val_dice: float | None = None
+    guard: bool | None = None
+    reason: str = ""
+    by_hand: bool = False
 
     @property
     def label(self) -> str:
@@ -131,7 +136,9 @@ class AdapterRow:
         else:
             dice = "not evaluated"
         method = f" ({self.method})" if self.method else ""
-        return f"{self.version}{method}, {dice}" + (" [active]" if self.active else "")
+        flags = (["active"] if self.active else []) + (["activated by hand"] if self.by_hand else []) + \
+            (["not activated by the guard"] if self.guard is False else [])
+        return f"{self.version}{method}, {dice}" + (f" [{', '.join(flags)}]" if flags else "")
 
 
 @dataclass
@@ -371,6 +378,9 @@ class Presenter:
                 dice=_number(a.get("heldout_dice")),
                 active=a.get("version") == active,
                 val_dice=_number(a.get("val_dice")),
+                guard=(a.get("decision") or {}).get("activated"),
+                reason=str((a.get("decision") or {}).get("reason") or ""),
+                by_hand=bool((a.get("decision") or {}).get("manual")),
             )
             for a in registry.get("adapters") or []
             if isinstance(a, dict)

@@ -105,6 +105,22 @@ def test_registry_actions(connected, info, registry):
     ]
 
 
+def test_adapter_list_shows_the_guards_decision(connected, info, registry):
+    """A version the guard kept inactive says so, with the server's reason on hover; one activated anyway says so."""
+    kept = like(registry["adapters"][0]["decision"], activated=False,
+                reason="interactive Dice 0.41 vs active 0.80 on validation images: worse than v0001 beyond the "
+                       "margin of 0.0; registered but not activated")
+    rows = [registry["adapters"][0], like(registry["adapters"][1], decision=kept)]
+    connected.registry_changed(like(registry, adapters=rows))
+    v2 = connected.state.adapters[2]
+    assert v2.label == "v0002 (dora), no held-out Dice (validation 0.740) [not activated by the guard]"
+    assert "registered but not activated" in v2.reason
+    by_hand = like(kept, manual=[{"by": "admin", "at": "2026-11-28T09:00:00+00:00"}])
+    rows = [like(registry["adapters"][0], active=False), like(rows[1], active=True, decision=by_hand)]
+    connected.registry_changed(like(registry, active="v0002", adapters=rows))
+    assert connected.state.adapters[2].label.endswith("[active, activated by hand, not activated by the guard]")
+
+
 def test_registry_with_base_active_and_after_rollback(connected, info, registry):
     connected.connected("http://127.0.0.1:8000", info, adapters=like(registry, active="base", adapters=[]))
     assert [a.label for a in connected.state.adapters] == ["base, not evaluated [active]"]

@@ -60,12 +60,17 @@ class Registry:
                 "decision": self.decision(version), "evaluations": read_json(self.evaluations / f"{version}.json")}
 
     def heldout_dice(self, version: str) -> float | None:
-        """The newest held-out mean Dice known for a version: from any evaluation, else its activation check."""
+        """The newest held-out mean Dice known for a version: from any evaluation, else its activation check
+        on held-out images (a check on validation slices is not a held-out figure)."""
         records = sorted(read_json(self.evaluations / f"{version}.json").values(),
                          key=lambda r: r.get("evaluated_at", 0))
         if records:
             return records[-1]["mean"]["dice"]
-        return (self.decision(version) or {}).get("new_dice")
+        decision = self.decision(version) or {}
+        if "checks" not in decision:  # decided before checks were recorded: only held-out images counted then
+            return decision.get("new_dice")
+        held = [c["new"] for c in decision["checks"] if c["source"] == "held-out images"]
+        return held[0] if held else None
 
     def decision(self, version: str) -> dict | None:
         return read_json(self.decisions / f"{version}.json") or None
@@ -152,7 +157,7 @@ class Registry:
         first = checks[0] if checks else {}
         decision = {"activated": activated, "compared_with": current, "margin": margin, "checks": checks,
                     "mode": first.get("mode"), "new_dice": first.get("new"), "active_dice": first.get("active"),
-                    "reason": "; ".join([reason, *notes]), "decided_at": _now()}
+                    "reason": "; ".join([reason, *notes]), "decided_at": _now(), "manual": []}
         if activated:
             self.store.set_active(version)
         self._write_decision(version, decision)
