@@ -8,7 +8,7 @@ PORT       ?= 8000
 STUDIES    ?= datastore
 PYTEST_ARGS ?=
 
-.PHONY: serve test install datastore clean-datastore bench-adapt bench-speed bench-al
+.PHONY: serve test install datastore clean-datastore bench-adapt bench-speed bench-al bench-site
 
 # Stamp files make the install idempotent: re-run only when the pins or the extras change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -44,6 +44,9 @@ BENCH_ARGS ?=
 
 bench-adapt: install datastore
 	$(PY) benchmarks/adaptation.py --studies $(STUDIES) $(BENCH_ARGS)
+
+bench-site: install datastore
+	$(PY) benchmarks/site.py --studies $(STUDIES) $(BENCH_ARGS)
 
 bench-speed: install datastore
 	$(PY) benchmarks/speed.py --studies $(STUDIES) $(BENCH_ARGS)

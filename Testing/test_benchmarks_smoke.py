@@ -38,3 +38,26 @@ def test_benchmark_smoke_run_writes_json_table_and_plot(script, sample_datastore
         methods = {r["method"] for r in data["summary"]}
         assert methods == {"zero_shot", "lora", "dora", "decoder", "full", "unet_scratch"}, data["skipped"]
         assert all(0 <= r["dice_auto"] <= 1 for r in data["summary"] if r.get("dice_auto") is not None)
+
+
+def test_site_benchmark_smoke_run_writes_json_table_and_plot(sample_datastore, tmp_path):
+    """benchmarks/site.py at its smoke size: every method through the product's job and guard, shifted copies,
+    and the simulated annotator (NoC@90) all run and land in the JSON, table and plot."""
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "site.py"), "--smoke", "--studies", str(sample_datastore),
+                          "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    written = {p.suffix: p for p in tmp_path.iterdir()}
+    assert set(written) == {".json", ".md", ".png"} and all(p.stat().st_size > 0 for p in written.values())
+    data = json.loads(written[".json"].read_text())
+    assert data["size"] == "smoke" and data["machine"]["torch"] and not data["skipped"]
+    assert {(r["part"], r["method"]) for r in data["runs"]} == {
+        *(("slab", m) for m in ("lora", "dora", "decoder", "full")), ("pair", "decoder")}
+    for r in data["runs"]:
+        assert isinstance(r["decision"]["activated"], bool) and r["decision"]["reason"]
+        assert 0 <= r["dice_box"]["mean"] <= 1 and 0 <= r["dice_auto"]["mean"] <= 1
+        assert 0 <= r["dice_box_shift"]["mean"] <= 1
+    sessions = [s for z in data["zero_shot"] for s in z.get("noc", [])]
+    assert sessions and all(1 <= s["noc"] <= 3 and len(s["dice_per_click"]) == 2 for s in sessions)
+    assert {t["target"] for t in data["targets"]} >= {"box Dice >= zero-shot - 0.01", "NoC@90 adapted <= base"}
+    markdown = written[".md"].read_text()
+    assert markdown.startswith("Measured ") and "| --- |" in markdown and "simulated" in markdown

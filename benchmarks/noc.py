@@ -1,0 +1,71 @@
+"""NoC@90: a simulated annotator clicks until the product's interactive segmentation reaches Dice 0.90.
+
+The annotator starts with no prediction and, each round, clicks the centre of the largest error region of the
+current result (3D connected components of missed and false-positive voxels; the largest by voxel count): a
+foreground click inside a missed region, a background click inside a false positive. The centre is the voxel
+farthest from the region's border (Euclidean distance transform in mm; the volume's edge counts as border). Every
+round sends all clicks so far to `Segmenter.interactive`, the call the server's interactive infer task makes, with
+no roi. A structure never reached within `max_clicks` counts `max_clicks + 1` (the usual penalty).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from lib.medfm.metrics import dice
+from lib.medfm.prompts import resolve
+from lib.medfm.volume import Volume
+
+TARGET = 0.90
+MAX_CLICKS = 10
+
+
+def next_click(pred: np.ndarray, truth: np.ndarray, spacing) -> tuple[list[int], bool] | None:
+    """The annotator's next click `([i, j, k], positive)`, or None when there is no error left."""
+    best = None  # (size, positive, component mask)
+    for positive, error in ((True, truth & ~pred), (False, pred & ~truth)):
+        if not error.any():
+            continue
+        components, n = ndimage.label(error)
+        sizes = np.bincount(components.ravel())[1:]
+        largest = int(np.argmax(sizes)) + 1
+        if best is None or sizes[largest - 1] > best[0]:
+            best = (int(sizes[largest - 1]), positive, components == largest)
+    if best is None:
+        return None
+    _, positive, region = best
+    inside = np.pad(region, 1)  # the volume's edge is a border too
+    distance = ndimage.distance_transform_edt(inside, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return [int(v) for v in np.unravel_index(int(np.argmax(distance)), distance.shape)], positive
+
+
+def click_session(segmenter, volume: Volume, truth: np.ndarray, version: str, max_clicks: int = MAX_CLICKS,
+                  max_propagation: int = 32, target: float = TARGET, min_clicks: int = 5) -> dict:
+    """Clicks until Dice >= `target` (and at least `min_clicks`, so Dice after 1/3/5 clicks is always known), at
+    most `max_clicks`. Returns the Dice after each click and NoC (`max_clicks + 1` when never reached)."""
+    truth = truth.astype(bool)
+    pred = np.zeros_like(truth)
+    foreground, background, dices = [], [], []
+    noc = None
+    for n in range(1, max_clicks + 1):
+        click = next_click(pred, truth, volume.spacing)
+        if click is None:  # nothing left to correct: the previous result is perfect
+            dices.append(dices[-1] if dices else 1.0)
+        else:
+            (foreground if click[1] else background).append(click[0])
+            prompts = resolve(volume, foreground=foreground, background=background)
+            pred = segmenter.interactive(volume, prompts, version, max_propagation).label > 0
+            dices.append(round(dice(pred, truth), 4))
+        if noc is None and dices[-1] >= target:
+            noc = n
+        if noc is not None and n >= min_clicks:
+            break
+    reached = noc is not None
+    return {"noc": noc if reached else max_clicks + 1, "reached": reached, "dice_per_click": dices,
+            "clicks": {"foreground": foreground, "background": background}}
+
+
+def dice_after(dices: list[float], n: int) -> float:
+    """Dice after `n` clicks; a session that stopped earlier (target reached) keeps its last Dice."""
+    return dices[min(n, len(dices)) - 1]
