@@ -165,6 +165,8 @@ def _task_loss(backend, model, emb, batch, cfg, label_tokens, dev, rng) -> torch
             for value, target in s.targets.items():
                 items.append((i, SlicePrompt(label_index=label_tokens[value]), s))
                 targets.append(target)
+    if not items:  # a batch of empty slices with no prompt-free head to teach: nothing to learn from it
+        return emb.float().sum() * 0.0
     index = torch.tensor([i for i, _, _ in items], device=dev)
     logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items], [s for _, _, s in items])
     logits = logits.float()  # the loss in fp32 whatever the forward ran in
