@@ -5,7 +5,9 @@ current result (3D connected components of missed and false-positive voxels; the
 foreground click inside a missed region, a background click inside a false positive. The centre is the voxel
 farthest from the region's border (Euclidean distance transform in mm; the volume's edge counts as border). Every
 round sends all clicks so far to `Segmenter.interactive`, the call the server's interactive infer task makes, with
-no roi. A structure never reached within `max_clicks` counts `max_clicks + 1` (the usual penalty).
+no roi. A structure never reached within `max_clicks` counts `max_clicks + 1` (the usual penalty). As in the usual
+protocol, a click the model does not act on is placed again at the same spot next round (the JSON keeps every
+click, so such sessions can be told apart).
 """
 
 from __future__ import annotations

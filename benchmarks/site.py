@@ -14,6 +14,7 @@ simulated shifts), and say so wherever a figure rests on them.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -44,6 +45,15 @@ PAIR_DIRECTIONS = (("brain1", "brain2"), ("lung2", "lung1"), ("brain2", "brain1"
 CLICKS_REPORTED = (1, 3, 5)
 TOLERANCE = 0.01  # target 1: adapted box Dice may be at most this much below zero-shot
 
+# Sizing, from the first cpu run (2026-11-28, 1 torch thread, another engineer's probes on the other core): each
+# version embeds every test slice once for the guard (interactive and automatic share the embeddings) and the
+# shifted copies once more, about 1 s per slice all in; a slab run took 18-38 s (training 5-25 s, 1-3 steps), a
+# pair run 26-32 s with its 10-click session, the base FM's rows and sessions 87 s; 3 seeds x (12 slab + 4 pair
+# runs) came to ~1,300 s with 3-slice test slabs; with 2-slice test slabs ~1,110 s, so the budget is 1,140 s and
+# the last run ends before 20 minutes. `--budget-s` stops starting runs once spent (seed outermost, so a stop
+# loses the last seed's largest K and pairs first) and lists what it skipped. The cuda size (never run: no GPU in
+# this task) is an estimate: ~0.1 s per training step at batch 8 and ~100 slices/s of embedding on an H200 (FACTS)
+# give ~5-10 s per run, 48 runs in ~420 s, and its budget stops it before 8 minutes whatever the real speed.
 # slabs: cut `n` slabs of `slices` axial slices, `gap` slices apart, test slabs cropped to `test_slices` central
 # slices, `n_test` of them used. pairs: split s trains on PAIR_DIRECTIONS[s % n_pairs][0] and tests on its partner.
 # epochs / slices_per_image / batch: the AdaptConfig fields a site would set; everything else is the product default.
@@ -53,13 +63,13 @@ SIZES = {
     "smoke": dict(slabs=dict(n=8, slices=6, gap=2, test_slices=2, n_test=1), n_pairs=1, seeds=[0], ks=[1],
                   pair_methods=["decoder"], epochs=1, slices_per_image=1, batch=1,
                   noc=dict(slab="base", pair="all", volumes=1, max_clicks=2), budget_s=80),
-    "cpu": dict(slabs=dict(n=8, slices=6, gap=2, test_slices=3, n_test=2), n_pairs=3, seeds=[0, 1, 2], ks=[1, 2, 4],
-                epochs=2, slices_per_image=1, batch=2, noc=dict(slab="base", pair="all", volumes=1,
-                                                                 max_clicks=MAX_CLICKS), budget_s=1080),
-    "cuda": dict(slabs=dict(n=8, slices=6, gap=2, test_slices=6, n_test=4), n_pairs=4, seeds=[0, 1, 2, 3],
+    "cpu": dict(slabs=dict(n=8, slices=6, gap=2, test_slices=2, n_test=2), n_pairs=3, seeds=[0, 1, 2], ks=[1, 2, 4],
+                epochs=1, slices_per_image=1, batch=1, noc=dict(slab="base", pair="all", volumes=1,
+                                                                 max_clicks=MAX_CLICKS), budget_s=1140),
+    "cuda": dict(slabs=dict(n=8, slices=6, gap=2, test_slices=6, n_test=4), n_pairs=3, seeds=[0, 1, 2],
                  ks=[1, 2, 4], epochs=10, slices_per_image=8, batch=8, noc=dict(slab="all", pair="all", volumes=2,
                                                                                  max_clicks=MAX_CLICKS),
-                 budget_s=450),
+                 budget_s=420),
 }
 
 
@@ -195,13 +205,14 @@ def summarise(zero: list[dict], runs: list[dict]) -> list[dict]:
         base_box = mean_sd([z["dice_box"]["mean"] for z in zs])
         row = {"part": part, "method": "zero_shot", "K": 0, "splits": len(zs), "box": base_box,
                "box_shift": mean_sd([z.get("dice_box_shift", {}).get("mean") for z in zs]),
-               "noc": noc_summary([s for z in zs for s in z.get("noc", [])])}
+               "noc": noc_summary(list({(s["image"], s["label"]): s for z in zs for s in z.get("noc", [])}.values()))}
         rows.append(row)
         for method, k in sorted({(r["method"], r["K"]) for r in runs if r["part"] == part}):
             group = [r for r in runs if r["part"] == part and r["method"] == method and r["K"] == k]
             base = [zero_by_split[r["split"]] for r in group]
-            live = [r["dice_box"]["mean"] if r["activated"] else b["dice_box"]["mean"] for r, b in zip(group, base,
-                                                                                                      strict=True)]
+            pairs = list(zip(group, base, strict=True))
+            live = [(r if r["activated"] else b)["dice_box"]["mean"] for r, b in pairs]
+            live_shift = [(r if r["activated"] else b).get("dice_box_shift", {}).get("mean") for r, b in pairs]
             adapted_noc = [s for r in group for s in r.get("noc", [])]
             base_noc = [s for b in base for s in b.get("noc", [])
                         if any(s["image"] == a["image"] and s["label"] == a["label"] for a in adapted_noc)]
@@ -216,11 +227,31 @@ def summarise(zero: list[dict], runs: list[dict]) -> list[dict]:
                 "auto_shift": mean_sd([r.get("dice_auto_shift", {}).get("mean") for r in group]),
                 "zero_shot_box_shift": mean_sd([b.get("dice_box_shift", {}).get("mean") for b in base]),
                 "activated": sum(r["activated"] for r in group), "live_box": mean_sd(live),
+                "live_box_shift": mean_sd(live_shift),
                 "noc": noc_summary(adapted_noc), "noc_base": noc_summary(base_noc),
                 "steps": sorted({r["steps"] for r in group}), "train_wall_s": round(float(np.mean(
                     [r["train_wall_s"] for r in group])), 1),
                 "run_wall_s": round(float(np.mean([r["train_wall_s"] + r["guard_s"] + r["eval_s"] for r in group])), 1),
             })
+    return rows
+
+
+def guard_agreement(runs: list[dict]) -> list[dict]:
+    """Per part: what the guard's two kinds of evidence said. `evidence` = the job's validation slices or images
+    (data the version did not train on, from the site's training set); `held-out` = the held-out volumes. Each
+    passes when every mode it checked was within the margin of the base FM."""
+    rows = []
+    for part in sorted({r["part"] for r in runs}):
+        group = [r for r in runs if r["part"] == part]
+        cells = {"part": part, "runs": len(group), "activated": sum(r["activated"] for r in group)}
+        for r in group:
+            checks = r["decision"].get("checks") or []
+            ev = [c["passed"] for c in checks if c["source"] != "held-out images"]
+            held = [c["passed"] for c in checks if c["source"] == "held-out images"]
+            key = (f"evidence {'-' if not ev else 'pass' if all(ev) else 'fail'}, held-out "
+                   f"{'-' if not held else 'pass' if all(held) else 'fail'}")
+            cells[key] = cells.get(key, 0) + 1
+        rows.append(cells)
     return rows
 
 
@@ -267,7 +298,7 @@ PART_NOTES = {
 
 
 def to_markdown(size_name: str, size: dict, site: Site, rows: list[dict], checks: list[dict], skipped: list[str],
-                wall_s: float, dev: str) -> str:
+                wall_s: float, dev: str, agreement: list[dict], threads: int) -> str:
     slab_test = ", ".join(f"{v.image_id} ({v.source})" for v in site.slabs_test)
     slab_train = ", ".join(f"{v.image_id} ({v.source})" for v in site.slabs_train)
     lines = [
@@ -275,17 +306,20 @@ def to_markdown(size_name: str, size: dict, site: Site, rows: list[dict], checks
         f"methods {', '.join(METHODS)} with the product's defaults except max_epochs={size['epochs']}, "
         f"slices_per_image={size['slices_per_image']}, batch_size={size['batch']} (so validation, evidence from "
         f"slices held apart, self-distillation, the guard's margin are the product's), precision "
-        f"{precision.resolve('auto', dev)}.", "",
+        f"{precision.resolve('auto', dev)}, {threads} torch thread(s).", "",
         f"- Training slabs: {slab_train}.", f"- Test slabs: {slab_test}.",
         f"- Lesion splits: {', '.join(f'{a.image_id} -> {b.image_id}' for a, b in site.pairs)}.",
         "- Shifted copies of every test volume (**simulated** scanner shift, MONAI transforms, seeded): "
         + "; ".join(f"{k}: {v.shift}" for k, v in site.shifted.items()) + ".", "",
         "Columns: `box` = held-out 3D Dice through `Registry.evaluate` in interactive mode (roi from the label "
         "grown by the product's fixed jitter, propagated through the roi's slices), mean ± sd over seeds; "
+        "`zero-shot box` = the base FM on the same splits (the zero_shot row covers every split planned); "
         "`vs zero-shot` = mean paired difference with the base FM on the same test volumes; `auto` = automatic "
         "mode (the version's prompt-free head, whole volume); `shift` = the same on the simulated-shift copies; "
         "`guard` = runs whose version `Registry.guard` activated; `live box` = box Dice of what the site ends with "
-        "(the version if activated, else base); `NoC@90` = mean clicks to Dice 0.90 (never reached within "
+        "(the version if activated, else base): measured on the very volumes the guard judged, so it cannot fall "
+        "below zero-shot by more than the margin; `live box shift` = the same on the shifted copies, which the "
+        "guard never saw; `NoC@90` = mean clicks to Dice 0.90 (never reached within "
         f"{size['noc']['max_clicks']} clicks counts {size['noc']['max_clicks'] + 1}), (sessions that reached it / "
         f"all; mean Dice after {' / '.join(map(str, CLICKS_REPORTED))} clicks), base FM's on the same volumes "
         "beside it.", ""]
@@ -295,15 +329,24 @@ def to_markdown(size_name: str, size: dict, site: Site, rows: list[dict], checks
             continue
         lines += [f"### {part}", "", PART_NOTES[part] + ".", ""]
         table = [{"method": r["method"], "K": r["K"], "seeds": r["splits"], "box": fmt(r["box"]),
+                  "zero-shot box": fmt(r.get("zero_shot_box")),
                   "vs zero-shot": f"{r['box_vs_zero_shot']:+.3f}" if "box_vs_zero_shot" in r else "-",
                   "auto": fmt(r.get("auto")), "box shift": fmt(r.get("box_shift")),
                   "auto shift": fmt(r.get("auto_shift")),
                   "guard": f"{r['activated']}/{r['splits']}" if "activated" in r else "-",
-                  "live box": fmt(r.get("live_box")), "NoC@90": fmt_noc(r.get("noc")),
+                  "live box": fmt(r.get("live_box")), "live box shift": fmt(r.get("live_box_shift")),
+                  "NoC@90": fmt_noc(r.get("noc")),
                   "NoC@90 base": fmt_noc(r.get("noc_base")),
                   "steps": ",".join(map(str, r.get("steps", []))) or "-",
                   "run s": r.get("run_wall_s", "-")} for r in part_rows]
         lines += [common.markdown_table(table, list(table[0])), ""]
+    if agreement:
+        keys = sorted({k for a in agreement for k in a if k.startswith("evidence")})
+        lines += ["### What the guard saw", "",
+                  "Runs by the outcome of the guard's two checks against the base FM: `evidence` (the job's "
+                  "validation, on slices or images of the training set it did not train on) and `held-out` (the "
+                  "test volumes); a version goes live only when both pass.", "",
+                  common.markdown_table(agreement, ["part", "runs", "activated", *keys]), ""]
     lines += ["### Against the targets", ""]
     for target in dict.fromkeys(c["target"] for c in checks):
         group = [c for c in checks if c["target"] == target]
@@ -372,6 +415,32 @@ def plot(rows: list[dict], zero: list[dict], runs: list[dict], path: Path, title
     return path
 
 
+def render(json_path: Path) -> None:
+    """Rebuild the summary, verdicts, markdown and plot of an earlier run from its JSON, in the same folder; the
+    markdown's header keeps the run's own date, machine and load averages."""
+    data = json.loads(json_path.read_text())
+    described = data["site"]
+    site = Site(Path(described["folder"]), [SiteVolume(**v) for v in described["slabs_train"]],
+                [SiteVolume(**v) for v in described["slabs_test"]],
+                [(SiteVolume(**a), SiteVolume(**b)) for a, b in described["pairs"]],
+                {k: SiteVolume(**v) for k, v in described["shifted"].items()})
+    zero, runs, info = data["zero_shot"], data["runs"], data["machine"]
+    rows, agreement = summarise(zero, runs), guard_agreement(runs)
+    checks = verdicts(rows)
+    markdown = to_markdown(data["size"], data["config"], site, rows, checks, data["skipped"], data["total_wall_s"],
+                           data["device"], agreement, info["torch_threads"])
+    data.update(summary=rows, targets=checks, guard_agreement=agreement)
+    json_path.write_text(json.dumps(data, indent=2, default=str))
+    header = (f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores"
+              f"{', GPU ' + info['gpu'] if info['gpu'] else ', no GPU'}), torch {info['torch']}, "
+              f"monai {info['monai']}, peft {info['peft']}; size `{data['size']}`; load average at start "
+              f"{info.get('load_average_at_start')}, at end {data['load_average_at_end']}.\n\n")
+    json_path.with_suffix(".md").write_text(header + markdown + "\n")
+    plot(rows, zero, runs, json_path.with_suffix(".png"),
+         f"site benchmark, {data['size']} on {common.machine_tag(info)}")
+    print(markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, help="stop starting new runs after this many seconds")
@@ -380,7 +449,11 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", help="override the size's K values")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own); on a CPU shared with "
                                                     "other work, fewer threads than cores avoid oversubscription")
+    parser.add_argument("--render", type=Path, help="rewrite the table, plot and summary of a result JSON from its "
+                                                    "runs (after a change to the report), without measuring again")
     args, size_name = common.parse_args(parser, SIZES)
+    if args.render:
+        return render(args.render)
     if args.threads:
         import torch
 
@@ -424,13 +497,15 @@ def main() -> None:
                   f"shift={result.get('dice_box_shift', {}).get('mean')} guard={result['activated']} "
                   f"noc={nocs.get('noc')} train={result['train_wall_s']}s guard={result['guard_s']}s "
                   f"eval={result['eval_s']}s steps={result['steps']}", flush=True)
-        rows = summarise(zero, runs)
+        rows, agreement = summarise(zero, runs), guard_agreement(runs)
         checks = verdicts(rows)
         wall = time.perf_counter() - start
-        markdown = to_markdown(size_name, size, site, rows, checks, skipped, wall, dev)
+        markdown = to_markdown(size_name, size, site, rows, checks, skipped, wall, dev, agreement,
+                               info["torch_threads"])
         data = {"config": size, "device": dev, "precision": precision.resolve("auto", dev),
-                "site": site.describe(), "summary": rows, "targets": checks, "zero_shot": zero, "runs": runs,
-                "skipped": skipped, "total_wall_s": round(wall, 1), "load_average_at_end": common.load_average(),
+                "site": site.describe(), "summary": rows, "targets": checks, "guard_agreement": agreement,
+                "zero_shot": zero, "runs": runs, "skipped": skipped, "total_wall_s": round(wall, 1),
+                "load_average_at_end": common.load_average(),
                 "data_caveats": PART_NOTES | {"shift": "simulated with MONAI transforms, seeded; not a scanner"}}
         json_path, md_path = common.write_results("site", size_name, info, data, markdown)
         png = plot(rows, zero, runs, common.plot_path("site", size_name, info),
