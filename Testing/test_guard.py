@@ -71,3 +71,18 @@ def test_one_image_validates_on_slices_kept_apart(sample_datastore: Path, case: 
     assert used == gap  # breast1's lesion spans 3 slices: the gap shrinks to 1 rather than leave nothing
     assert train.slices[1] + used < val.slices[0]
     assert hold_apart(item, {"lesion": 1}, val_fraction=0.9, gap=2) is None  # nothing would be left to train on
+
+
+def test_a_label_no_training_image_carries_is_not_learned(sample_datastore: Path, registry):
+    """breast1 is labelled for lesions only: its version must not claim grey or white matter in automatic mode."""
+    from lib.medfm.adaptation.config import AdaptConfig
+    from lib.medfm.adaptation.job import run_adaptation
+
+    service = registry.service
+    item = LabelledImage("breast1", str(sample_datastore / "breast1.nii.gz"),
+                         str(sample_datastore / "labels" / "final" / "breast1.nii.gz"))
+    summary = run_adaptation(service.backend, service.backend.build_model("cpu"), service.store, [item],
+                             AdaptConfig(method="decoder", max_epochs=1, slices_per_image=2),
+                             service.settings.labels, log=lambda _line: None)
+    assert set(service.store.manifest(summary["version"])["labels"]) == {"lesion"}
+    assert summary["evidence"]["source"].startswith("slices of breast1")

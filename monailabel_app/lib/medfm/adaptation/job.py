@@ -72,6 +72,10 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     used = {s.image_id for s in train} | {s.image_id for s in val}
     train_items = [i for i in train_items if i.image_id in used]  # images without these labels taught nothing
     val_items = [i for i in val_items if i.image_id in used]
+    # A label no training image carries was never taught: it gets no prompt-free token, so automatic mode does not
+    # paint it (measured: 2,346 voxels of "lesion" in a brain slab, and grey matter 0.54 instead of 0.62).
+    taught = {v for s in train for v in s.targets}
+    labels = {n: d for n, d in labels.items() if d["value"] in taught}
     tokens = {d["value"]: d["token"] for d in labels.values()}
     result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log, precision)
     evidence = validation_evidence(backend, base_model, store, result.model, tokens if cfg.auto_head else {}, val,
