@@ -33,9 +33,15 @@ def dice_vs_k(rows: list[dict], path: Path, title: str) -> Path:
             ax.set_ylabel("Dice")
             ax.set_ylim(0, 1)
             ax.legend(fontsize=8)
-    fig.suptitle(title)
+    return save(fig, path, title)
+
+
+def save(fig, path: Path, title: str | None = None, dpi: int = 100) -> Path:
+    """Title, lay out, write and close a figure: the last steps every benchmark plot shares."""
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -46,7 +52,4 @@ def bars(values: dict[str, float], path: Path, title: str, ylabel: str) -> Path:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (puts the domain core on sys.path)
 import numpy as np  # noqa: E402
+import plots  # noqa: E402
 from noc import MAX_CLICKS, TARGET, click_session, dice_after  # noqa: E402
 from site_data import LESION_LABELS, TISSUE_LABELS, Site, SiteVolume, build_site  # noqa: E402
 
@@ -369,12 +370,7 @@ def to_markdown(size_name: str, size: dict, site: Site, rows: list[dict], checks
 
 
 def plot(rows: list[dict], zero: list[dict], runs: list[dict], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    fig, axes = plots.plt.subplots(1, 4, figsize=(20, 4.5))
     panels = [("slab", "box", "slabs: box prompt (held-out)"), ("slab", "auto", "slabs: no prompt (automatic)"),
               ("slab", "box_shift", "slabs: box prompt, simulated shift")]
     for ax, (part, key, name) in zip(axes[:3], panels, strict=True):
@@ -408,11 +404,7 @@ def plot(rows: list[dict], zero: list[dict], runs: list[dict], path: Path, title
     ax.set_ylabel("Dice (3D)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, title)
 
 
 def render(json_path: Path) -> None:
