@@ -147,5 +147,4 @@ def _type_words(kind) -> str:
     return "a list of names" + (" or empty" if "None" in str(kind) else "")
 
 
-_TYPES = get_type_hints(AdaptConfig)
-_TYPES = {f.name: _TYPES[f.name] for f in fields(AdaptConfig)}
+_TYPES = get_type_hints(AdaptConfig)  # field name -> its type, resolved from the postponed annotations

@@ -95,10 +95,10 @@ def hold_apart(item: LabelledImage, label_values: dict[str, int], val_fraction: 
     wanted = list(label_values.values())
     positive = [k for k in range(volume.n_slices) if np.isin(np.take(label, k, axis=volume.slice_axis), wanted).any()]
     n_val = max(1, round(val_fraction * len(positive)))
+    if len(positive) <= n_val:
+        return None
+    first_val = positive[-n_val]
     for used_gap in range(gap, 0, -1):
-        if len(positive) <= n_val:
-            return None
-        first_val = positive[len(positive) - n_val]
         last_train = first_val - used_gap - 1
         if any(k <= last_train for k in positive):
             return (LabelledImage(item.image_id, item.image_path, item.label_path, (0, last_train)),
