@@ -80,6 +80,23 @@ def test_a_click_alone_segments_the_lesion_in_3d(client, server):
     assert np.array_equal(flat[:, :, k], pred[:, :, k])
 
 
+def test_slices_between_two_clicked_slices_are_filled(client, server):
+    """Clicks three slices apart: the structure is followed from each clicked slice towards the other, so no slice
+    between them is left empty (it was, before 2026-11-28: propagation went outward from the outermost ones only)."""
+    truth, _ = read_ijk(server.studies / "labels" / "final" / "lung2.nii.gz")
+    ks = [k for k in range(truth.shape[2]) if truth[:, :, k].any()]
+    middle = ks[len(ks) // 2]
+    clicks = []
+    for k in (middle - 2, middle + 2):
+        i, j = np.nonzero(truth[:, :, k])
+        nearest = int(np.argmin((i - i.mean()) ** 2 + (j - j.mean()) ** 2))
+        clicks.append([int(i[nearest]), int(j[nearest]), k])
+    result, params = client.infer("medsam_interactive", "lung2", {"foreground": clicks, "max_propagation": 0})
+    pred, _ = read_ijk(result)
+    assert params["slices"] == list(range(middle - 2, middle + 3))
+    assert all(pred[:, :, k].any() for k in params["slices"])
+
+
 def test_uploaded_file_is_segmented_without_entering_the_datastore(client, server, tmp_path):
     before = client.datastore()["objects"].keys() if "objects" in client.datastore() else None
     result, params = client.infer("medsam_interactive", "", {"roi": [21, 64, 29, 75, 9, 9]},

@@ -155,24 +155,12 @@ class Segmenter:
             boxes = [prompts.box] if prompts.box is not None else _click_boxes(volume, clicks)
             masks[k], entropies[k] = self._segment_slice(volume, version, model, k, boxes, clicks, counters,
                                                          fetched, require_quality=False, entropy=uncertainty)
-        for direction, stop in ((1, last), (-1, first)):
-            start = seeds[-1] if direction == 1 else seeds[0]
-            previous = masks[start]
-            for k in range(start + direction, stop + direction, direction):
-                if k in masks:
-                    previous = masks[k]
-                    continue
-                box = box_of_mask(previous)
-                if box is None:
-                    break
-                if prompts.box is not None:
-                    box = _clip_box(box, prompts.box)
-                mask, entropies[k] = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []),
-                                                         counters, fetched, require_quality=prompts.box is None,
-                                                         entropy=uncertainty)
-                if mask is None or not mask.any():
-                    break
-                masks[k] = previous = mask
+        # Each clicked slice's mask walks outward until it meets another clicked slice's (or its own end), so the
+        # slices between two clicked slices are filled from both sides and none is left out.
+        for direction, stop, starts in ((1, last, seeds), (-1, first, seeds[::-1])):
+            for start in starts:
+                self._propagate(volume, version, model, prompts, masks, entropies, start, direction, stop, counters,
+                                fetched, uncertainty)
         entropy = np.zeros(volume.shape, np.float32) if uncertainty else None
         for k, mask in masks.items():
             if mask is not None:
@@ -181,6 +169,27 @@ class Segmenter:
                     volume.put_slice(entropy, k, entropies[k])
         return SegmentationResult(label=label, adapter=version, slices=sorted(k for k in masks if masks[k] is not None),
                                   timing=_timing(counters, total_start), uncertainty=entropy)
+
+    def _propagate(self, volume, version, model, prompts: VolumePrompts, masks: dict, entropies: dict, start: int,
+                   direction: int, stop: int, counters, fetched: dict, uncertainty: bool) -> None:
+        """Follow the structure from slice `start` towards `stop`, each slice prompted by the previous mask's box."""
+        previous = masks[start]
+        if previous is None:
+            return
+        for k in range(start + direction, stop + direction, direction):
+            if k in masks:
+                return
+            box = box_of_mask(previous)
+            if box is None:
+                return
+            if prompts.box is not None:
+                box = _clip_box(box, prompts.box)
+            mask, entropies[k] = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []),
+                                                     counters, fetched, require_quality=prompts.box is None,
+                                                     entropy=uncertainty)
+            if mask is None or not mask.any():
+                return
+            masks[k] = previous = mask
 
     def _segment_slice(self, volume, version, model, k, boxes, clicks, counters, fetched: dict,
                        require_quality: bool, entropy: bool):

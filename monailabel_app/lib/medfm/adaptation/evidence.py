@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from .. import precision as precision_mod
-from ..adapter_store import AdapterStore
+from ..adapter_store import BASE, AdapterStore
 from ..backends import FMBackend
 from .config import AdaptConfig
 from .data import SliceSample
+from .peft_setup import encoder_is_frozen
 from .trainer import evaluate
 
 
@@ -39,8 +40,8 @@ def validation_evidence(backend: FMBackend, base_model: nn.Module, store: Adapte
     active_model = store.apply(base_model, active).to(dev)
     with precision_mod.autocast(dev, precision_mod.resolve(precision, dev)):
         new = evaluate(backend, model, val, cfg, {v: tokens[v] for v in shared} if shared else tokens, dev,
-                       auto=bool(tokens))
-        old = evaluate(backend, active_model, val, cfg, shared, dev, auto=bool(shared))
+                       auto=bool(tokens), base_embedded=encoder_is_frozen(model))
+        old = evaluate(backend, active_model, val, cfg, shared, dev, auto=bool(shared), base_embedded=active == BASE)
     modes = {"interactive": {"new": new.get("val_dice_box"), "active": old.get("val_dice_box")}}
     if tokens:
         modes["automatic"] = {"new": new.get("val_dice_auto"), "active": old.get("val_dice_auto") if shared else None}

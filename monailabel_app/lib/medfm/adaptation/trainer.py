@@ -67,9 +67,10 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
     # hand in slices embedded already.
     if frozen or cfg.preserve_weight > 0:
         embed_with_base(backend, base_model, train, dev, mode)
+    embed_with_base(backend, base_model, val, dev, mode)  # the base FM's validation, and every epoch's when frozen
 
     with precision_mod.autocast(dev, mode):
-        base_val = evaluate(backend, base_model, val, cfg, label_tokens, dev, auto=False)
+        base_val = evaluate(backend, base_model, val, cfg, label_tokens, dev, auto=False, base_embedded=True)
     log(f"base FM on validation: {base_val}")
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and "label_prompts" in n]
     other = [p for n, p in model.named_parameters() if p.requires_grad and "label_prompts" not in n]
@@ -100,7 +101,7 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
                 stopped = f"wall-clock budget of {cfg.max_seconds:.0f} s reached in epoch {epoch}"
                 break
         with precision_mod.autocast(dev, mode):
-            metrics = evaluate(backend, model, val, cfg, label_tokens, dev, auto=cfg.auto_head)
+            metrics = evaluate(backend, model, val, cfg, label_tokens, dev, auto=cfg.auto_head, base_embedded=frozen)
         row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5) if losses else None,
                **metrics, "elapsed_s": round(time.perf_counter() - start, 2)}
         history.append(row)
@@ -202,15 +203,22 @@ def _decode_in_model_frame(backend, model, emb, prompts, samples):
 
 
 @torch.no_grad()
-def evaluate(backend, model, samples: list[SliceSample], cfg: AdaptConfig, label_tokens, dev, auto: bool) -> dict:
-    """Mean slice Dice on validation slices: box-prompted (box from the label, no jitter) and prompt-free."""
+def evaluate(backend, model, samples: list[SliceSample], cfg: AdaptConfig, label_tokens, dev, auto: bool,
+             base_embedded: bool = False) -> dict:
+    """Mean slice Dice on validation slices: box-prompted (box from the label, no jitter) and prompt-free.
+
+    `base_embedded`: `model` has the base encoder, so the samples' stored base embeddings stand for its own.
+    """
     if not samples:
         return {}
     model.eval()
     box_scores, auto_scores = [], []
     for n in range(0, len(samples), cfg.batch_size):
         batch = samples[n:n + cfg.batch_size]
-        emb = _embed(backend, model, batch, dev, grad=False)
+        if base_embedded and all(s.embedding is not None for s in batch):
+            emb = torch.cat([s.embedding for s in batch]).to(dev)
+        else:
+            emb = _embed(backend, model, batch, dev, grad=False)
         items, targets, kinds = [], [], []
         for i, s in enumerate(batch):
             for value in s.present:
