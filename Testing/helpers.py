@@ -23,9 +23,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def label_roi(label: np.ndarray, value: int = 1) -> list[int]:
-    """The inclusive IJK box of a label, in the interactive task's roi format [i0, j0, i1, j1, k0, k1]."""
+    """The inclusive IJK box of a label, in the interactive task's roi format [i0, i1, j0, j1, k0, k1]."""
     i, j, k = np.nonzero(label == value)
-    return [int(i.min()), int(j.min()), int(i.max()), int(j.max()), int(k.min()), int(k.max())]
+    return [int(i.min()), int(i.max()), int(j.min()), int(j.max()), int(k.min()), int(k.max())]
 
 
 def expect_status(call, status: int, words: str = ""):

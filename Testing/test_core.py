@@ -93,10 +93,11 @@ def small_volume(tmp_path, size=(40, 30, 10)):
 
 def test_roi_is_inclusive_clipped_and_checked(tmp_path):
     volume = small_volume(tmp_path)
-    prompts = resolve(volume, roi=[5, 6, 9, 12, 3, 4])
+    prompts = resolve(volume, roi=[5, 9, 6, 12, 3, 4])
     assert prompts.box == (5.0, 6.0, 10.0, 13.0) and prompts.slice_range == (3, 4)
-    assert resolve(volume, roi=[30, 20, 45, 35, 8, 12]).slice_range == (8, 9)  # clipped to the volume
-    for roi, words in (([5, 6, 4, 12, 3, 4], "empty"), ([50, 40, 60, 50, 3, 4], "outside"),
+    assert resolve(volume, roi=[9, 5, 12, 6, 4, 3]) == prompts  # pairs in either order, as the stock plugin's flips
+    assert resolve(volume, roi=[30, 45, 20, 35, 8, 12]).slice_range == (8, 9)  # clipped to the volume
+    for roi, words in (([5, 5, 6, 12, 3, 3], "empty"), ([50, 60, 40, 50, 3, 4], "outside"),
                        ([1, 2, 3], "6 integers"), (["a", 1, 2, 3, 4, 5], "integers")):
         with pytest.raises(InputError, match=words):
             resolve(volume, roi=roi)

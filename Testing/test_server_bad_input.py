@@ -32,16 +32,16 @@ def write(tmp_path, name: str, image: sitk.Image) -> str:
 
 
 @pytest.mark.parametrize(("params", "status", "words"), [
-    ({"roi": [0, 0, 10, 10, 100, 120]}, 400, "outside the volume"),
-    ({"roi": [30, 70, 20, 75, 8, 10]}, 400, "empty"),
+    ({"roi": [0, 10, 0, 10, 100, 120]}, 400, "outside the volume"),
+    ({"roi": [30, 30, 70, 70, 8, 10]}, 400, "empty"),
     ({"roi": [21, 64, 29]}, 400, "6 integers"),
     ({"roi": [21.5, 64, 29, 75, 8, 10]}, 400, "whole voxel"),
     ({"foreground": [[500, 10, 3]]}, 400, "outside the volume"),
     ({"background": [[10, 10, 3]]}, 400, "foreground point or an roi"),
     ({}, 400, "foreground point or an roi"),
-    ({"roi": [21, 64, 29, 75, 8, 10], "adapter": "v9999"}, 404, "does not exist"),
-    ({"roi": [21, 64, 29, 75, 8, 10], "adapter": "../../etc"}, 400, "not valid"),
-    ({"roi": [21, 64, 29, 75, 8, 10], "modality": "PET"}, 400, "modality"),
+    ({"roi": [21, 29, 64, 75, 8, 10], "adapter": "v9999"}, 404, "does not exist"),
+    ({"roi": [21, 29, 64, 75, 8, 10], "adapter": "../../etc"}, 400, "not valid"),
+    ({"roi": [21, 29, 64, 75, 8, 10], "modality": "PET"}, 400, "modality"),
     ({"foreground": [[25, 70, 9]], "max_propagation": -1}, 400, "max_propagation"),
     ({"foreground": [[25, 70, 9]], "max_propagation": "all"}, 400, "whole number of slices"),
 ])

@@ -18,7 +18,7 @@ LUNG2_MIN_DICE = 0.85
 def test_info_lists_tasks(server):
     info = server.info()
     assert {"medsam_interactive", "medsam_auto"} <= set(info["models"])
-    assert info["models"]["medsam_interactive"]["type"] == "annotation"
+    assert info["models"]["medsam_interactive"]["type"] == "deepgrow"
     assert info["models"]["medsam_auto"]["type"] == "segmentation"
     assert "medsam_adapt" in info["trainers"]
     assert info["fm"]["name"] == "litemedsam" and len(info["fm"]["sha256"]) == 64
@@ -99,7 +99,7 @@ def test_slices_between_two_clicked_slices_are_filled(client, server):
 
 def test_uploaded_file_is_segmented_without_entering_the_datastore(client, server, tmp_path):
     before = client.datastore()["objects"].keys() if "objects" in client.datastore() else None
-    result, params = client.infer("medsam_interactive", "", {"roi": [21, 64, 29, 75, 9, 9]},
+    result, params = client.infer("medsam_interactive", "", {"roi": [21, 29, 64, 75, 9, 9]},
                                   file=str(server.studies / "breast1.nii.gz"))
     pred, image = read_ijk(result)
     assert image.GetSize() == (45, 120, 21) and pred[:, :, 9].any()

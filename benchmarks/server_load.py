@@ -60,7 +60,7 @@ def _label_roi(studies: Path, image_id: str) -> list[int]:
     label = np.transpose(sitk.GetArrayFromImage(sitk.ReadImage(str(studies / "labels/final" / f"{image_id}.nii.gz"))),
                          (2, 1, 0))
     i, j, k = np.nonzero(label)
-    return [int(i.min()), int(j.min()), int(i.max()), int(j.max()), int(k.min()), int(k.max())]
+    return [int(i.min()), int(i.max()), int(j.min()), int(j.max()), int(k.min()), int(k.max())]  # per-axis pairs
 
 
 def measure(studies: Path, tmp: Path, infer_image: str, concurrent: int, train: dict) -> dict:

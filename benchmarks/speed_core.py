@@ -73,7 +73,7 @@ def precision_fidelity(backend, studies: Path, cases: list[str], dev: str, tmp: 
         truth = load_label(studies / "labels" / "final" / f"{case}.nii.gz", volume) > 0
         voxels = np.argwhere(truth)
         lo, hi = voxels.min(0).tolist(), voxels.max(0).tolist()
-        prompts = resolve(volume, roi=[lo[0], lo[1], hi[0], hi[1], lo[2], hi[2]])
+        prompts = resolve(volume, roi=[lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]])
         row = {"image": case, "precision": product}
         for name, segmenter in segmenters.items():
             result = segmenter.interactive(volume, prompts)
@@ -115,7 +115,7 @@ def interactive_latency(backend, studies: Path, image_id: str, clicks: int, dev:
     centre = voxels[np.argmin(((voxels - voxels.mean(0)) ** 2).sum(1))].tolist()
     segmenter = Segmenter(backend, AdapterStore(tmp / "models", backend.name), EmbeddingCache(), device=dev)
     cold = segmenter.interactive(volume, resolve(volume, foreground=[centre]), max_propagation=propagation)
-    whole = [0, 0, volume.shape[0] - 1, volume.shape[1] - 1, 0, volume.shape[2] - 1]
+    whole = [0, volume.shape[0] - 1, 0, volume.shape[1] - 1, 0, volume.shape[2] - 1]
     segmenter.interactive(volume, resolve(volume, roi=whole))  # embeds every slice once
     picks = np.random.default_rng(0).choice(len(voxels), size=clicks)
     return {"image": image_id, "shape": list(volume.shape), "precision": segmenter.precision,

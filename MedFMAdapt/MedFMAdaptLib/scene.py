@@ -101,7 +101,8 @@ def _roi_corners_world(roi_node) -> np.ndarray:
 
 
 def roi_to_box(volume, roi_node) -> list[int]:
-    """The ROI as the server's box [i0, j0, i1, j1, k0, k1]: inclusive voxel indices, clipped to the volume.
+    """The ROI as the server's box [i0, i1, j0, j1, k0, k1] (per-axis pairs, as the stock MONAI Label plugin sends):
+    inclusive voxel indices, clipped to the volume.
 
     The box is the smallest index-aligned box holding all 8 ROI corners, so an ROI drawn in RAS on an oblique
     volume still covers what the user drew.
@@ -116,7 +117,7 @@ def roi_to_box(volume, roi_node) -> list[int]:
         raise ValueError("The ROI box does not overlap the volume.")
     low = np.clip(low, 0, dims - 1)
     high = np.clip(high, 0, dims - 1)
-    return [int(low[0]), int(low[1]), int(high[0]), int(high[1]), int(low[2]), int(high[2])]
+    return [int(low[0]), int(high[0]), int(low[1]), int(high[1]), int(low[2]), int(high[2])]
 
 
 def build_prompts(volume, roi_node=None, foreground_node=None, background_node=None) -> dict:

@@ -23,7 +23,7 @@ def client(monailabel_server, tmp_path) -> MedFMClient:
 
 def test_info_lists_our_models_and_fills_the_panel(client, monailabel_server):
     info = client.info()
-    assert info["models"][INTERACTIVE_MODEL]["type"] == "annotation"
+    assert info["models"][INTERACTIVE_MODEL]["type"] == "deepgrow"
     assert info["models"][AUTO_MODEL]["type"] == "segmentation"
     assert TRAINER in info["trainers"]
     presenter = Presenter()
@@ -63,7 +63,7 @@ def test_missing_image_is_a_404_in_plain_words(client):
 def test_prompt_outside_the_image_is_refused_with_the_servers_words(client):
     """The server checks prompts before running the model, and says why in `detail` (4xx, not 500)."""
     with pytest.raises(HTTPFailure) as caught:
-        client.infer(INTERACTIVE_MODEL, "breast1", {"roi": [0, 0, 4, 4, 100000, 100002], "adapter": "base"})
+        client.infer(INTERACTIVE_MODEL, "breast1", {"roi": [0, 4, 0, 4, 100000, 100002], "adapter": "base"})
     assert 400 <= caught.value.status < 500
     assert caught.value.detail and caught.value.detail != "Not Found"
     assert describe_error(caught.value, Action.SEGMENT).startswith("The server refused to segment from the prompts: ")

@@ -222,9 +222,9 @@ URL = "http://127.0.0.1:8000/infer/medsam_interactive?image=x"
             "It may be busy (adaptation shares its CPU); try again in a moment.",
         ),
         (
-            HTTPFailure(422, "roi must be [i0, j0, i1, j1, k0, k1] inside the image", URL),
+            HTTPFailure(422, "roi must be [i0, i1, j0, j1, k0, k1] inside the image", URL),
             Action.SEGMENT,
-            "The server refused to segment from the prompts: roi must be [i0, j0, i1, j1, k0, k1] inside the image",
+            "The server refused to segment from the prompts: roi must be [i0, i1, j0, j1, k0, k1] inside the image",
         ),
         (
             HTTPFailure(401, "invalid token", URL),

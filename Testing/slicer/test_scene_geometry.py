@@ -329,10 +329,10 @@ def test_roi_becomes_box_that_simpleitk_agrees_with(lps_case, scene):
     idx = np.array([sitk_index(image, c) for c in corners])
     low = np.clip(idx.min(axis=0), 0, size - 1)
     high = np.clip(idx.max(axis=0), 0, size - 1)
-    assert box == [low[0], low[1], high[0], high[1], low[2], high[2]]
+    assert box == [low[0], high[0], low[1], high[1], low[2], high[2]]
 
     # And every voxel whose centre is inside the ROI is inside the box.
-    i0, j0, i1, j1, k0, k1 = box
+    i0, i1, j0, j1, k0, k1 = box
     for index in np.ndindex(*size):
         if roi.IsPointInROIWorld(list(voxel_center_ras(image, index))):
             assert i0 <= index[0] <= i1 and j0 <= index[1] <= j1 and k0 <= index[2] <= k1
@@ -353,7 +353,7 @@ def test_prompts_combine_roi_and_points(scene, tmp_path):
     prompts = scene_lib.build_prompts(volume, roi, fg, bg)
     assert prompts["foreground"] == [[5, 6, 3]]
     assert prompts["background"] == [[1, 2, 0], [12, 10, 6]]
-    i0, j0, i1, j1, k0, k1 = prompts["roi"]
+    i0, i1, j0, j1, k0, k1 = prompts["roi"]
     assert i0 <= 6 <= i1 and j0 <= 5 <= j1 and k0 <= 3 <= k1
     with pytest.raises(ValueError, match="Place an ROI"):
         scene_lib.build_prompts(volume)
@@ -365,4 +365,4 @@ def test_volume_aligned_roi_covers_exact_slices(lps_case, scene):
     from Testing.slicer.helpers import volume_aligned_roi
 
     roi = volume_aligned_roi(scene, volume, half_voxels=(3, 2, 1), center=(6, 5, 3))
-    assert scene_lib.roi_to_box(volume, roi) == [3, 3, 9, 7, 2, 4]
+    assert scene_lib.roi_to_box(volume, roi) == [3, 9, 3, 7, 2, 4]

@@ -9,9 +9,12 @@ from lib.medfm.volume import Volume
 
 class MedSAMInteractive(MedSAMInferTask):
     mode = "interactive"
-    infer_type = InferType.ANNOTATION
-    summary = ("LiteMedSAM with prompts: foreground/background points [[i,j,k],...] and roi [i0,j0,i1,j1,k0,k1] "
-               "(inclusive voxel indices); optional adapter ('base' or a version; default the active one), "
+    # `deepgrow`: the stock SlicerMONAILabel plugin lists only deepgrow/deepedit models in its interactive
+    # (point and ROI) section, so another type would hide this model from it.
+    infer_type = InferType.DEEPGROW
+    summary = ("LiteMedSAM with prompts: foreground/background points [[i,j,k],...] and roi [i0,i1,j0,j1,k0,k1] "
+               "(per-axis pairs of inclusive voxel indices, as the stock plugin sends); optional adapter ('base' or a "
+               "version; default the active one), "
                "max_propagation (slices a click is followed each way, default 32; 0 = the clicked slice only)")
 
     def segment(self, image_path: str, request: dict) -> tuple[Volume, SegmentationResult]:

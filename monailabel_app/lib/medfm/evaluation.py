@@ -37,7 +37,7 @@ def jittered_roi(truth: np.ndarray, image_id: str, value: int, jitter: int) -> l
     shape = truth.shape
     lows = [max(0, v) for v in lows]
     highs = [min(n - 1, v) for v, n in zip(highs, shape, strict=True)]
-    return [lows[0], lows[1], highs[0], highs[1], lows[2], highs[2]]
+    return [lows[0], highs[0], lows[1], highs[1], lows[2], highs[2]]  # the roi's per-axis pairs
 
 
 def evaluate(segmenter: Segmenter, version: str, cases: list[HeldOutCase], labels: dict[str, int],

@@ -1,9 +1,10 @@
 """Interactive prompts in MONAI Label's sam2 request format, validated and turned into per-slice prompts.
 
-`foreground` / `background`: `[[i, j, k], ...]` voxel indices. `roi`: `[i0, j0, i1, j1, k0, k1]`, inclusive voxel
-bounds (the voxels the ROI covers, as Slicer rounds an ROI's corners), so `k0 == k1` is one slice. An roi that pokes
-out of the volume is clipped to it (an ROI drawn past the edge is common); one that misses the volume is refused.
-Along a volume whose acquisition axis is not k, the same bounds are read per axis.
+`foreground` / `background`: `[[i, j, k], ...]` voxel indices. `roi`: `[i0, i1, j0, j1, k0, k1]`, per-axis pairs of
+inclusive voxel bounds, the order MONAI Label's stock Slicer plugin sends (each pair in either order), so `k0 == k1`
+is one slice. An roi that pokes out of the volume is clipped to it (an ROI drawn past the edge is common); one that
+misses the volume, or is a point or a line, is refused. Along a volume whose acquisition axis is not k, the same
+bounds are read per axis.
 """
 
 from __future__ import annotations
@@ -84,20 +85,25 @@ def parse_points(value, name: str, shape: tuple[int, int, int]) -> list[list[int
     return points
 
 
-def parse_roi(value, shape: tuple[int, int, int]) -> list[int] | None:
-    """Inclusive [i0, j0, i1, j1, k0, k1], clipped to the volume; refused when empty or wholly outside it."""
+def parse_roi(value, shape: tuple[int, int, int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Per-axis pairs [i0, i1, j0, j1, k0, k1] -> (lows, highs) per axis, clipped to the volume.
+
+    Each pair may come in either order: the stock plugin maps the ROI's RAS corners to IJK, and a flipped axis
+    swaps them. Refused when wholly outside the volume, or when it is a point or a line (one voxel along two axes).
+    """
     if value in (None, "", []):
         return None
     roi = _int_list(value, "roi", 6)
-    lows, highs = [roi[0], roi[1], roi[4]], [roi[2], roi[3], roi[5]]
-    if any(hi < lo for lo, hi in zip(lows, highs, strict=True)):
-        raise InputError(f"roi {roi} is empty: it needs i0 <= i1, j0 <= j1 and k0 <= k1")
+    pairs = [sorted(roi[n:n + 2]) for n in (0, 2, 4)]
+    lows, highs = [lo for lo, _ in pairs], [hi for _, hi in pairs]
+    if sum(hi > lo for lo, hi in pairs) < 2:
+        raise InputError(f"roi {roi} is empty: as [i0, i1, j0, j1, k0, k1] it is a point or a line; it needs more "
+                         "than one voxel along at least two axes")
     if any(hi < 0 or lo > n - 1 for lo, hi, n in zip(lows, highs, shape, strict=True)):
         raise InputError(f"roi {roi} lies outside the volume, whose voxel indices run from 0 to "
                          f"{[n - 1 for n in shape]}")
-    lows = [max(lo, 0) for lo in lows]
-    highs = [min(hi, n - 1) for hi, n in zip(highs, shape, strict=True)]
-    return [lows[0], lows[1], highs[0], highs[1], lows[2], highs[2]]
+    return (tuple(max(lo, 0) for lo in lows),
+            tuple(min(hi, n - 1) for hi, n in zip(highs, shape, strict=True)))
 
 
 def resolve(volume: Volume, foreground=None, background=None, roi=None) -> VolumePrompts:
@@ -115,7 +121,7 @@ def resolve(volume: Volume, foreground=None, background=None, roi=None) -> Volum
             clicks.setdefault(p[ax], []).append((float(p[px]), float(p[py]), flag))
     box = slice_range = None
     if box_ijk:
-        lows, highs = (box_ijk[0], box_ijk[1], box_ijk[4]), (box_ijk[2], box_ijk[3], box_ijk[5])
+        lows, highs = box_ijk
         # Box corners are pixel edges: the box spans voxel i0 up to and including voxel i1.
         box = (float(lows[px]), float(lows[py]), float(highs[px] + 1), float(highs[py] + 1))
         slice_range = (lows[ax], highs[ax])

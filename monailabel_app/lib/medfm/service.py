@@ -74,10 +74,7 @@ class MedFMService:
         volume = self.volume(path, options.modality)
         version = self.store.resolve(options.adapter)
         roi = parse_roi(params.get("roi"), volume.shape)
-        slice_range = None
-        if roi:
-            bounds = ((roi[0], roi[2]), (roi[1], roi[3]), (roi[4], roi[5]))
-            slice_range = bounds[volume.slice_axis]
+        slice_range = (roi[0][volume.slice_axis], roi[1][volume.slice_axis]) if roi else None
         return volume, self.segmenter.automatic(volume, version, slice_range, options.labels,
                                                 uncertainty=options.uncertainty)
 

@@ -29,10 +29,15 @@ def make_trainable(base_model: nn.Module, backend: FMBackend, cfg: AdaptConfig) 
         return get_peft_model(model, config)
     for p in model.parameters():
         p.requires_grad_(cfg.method == "full")
-    trainable = list(targets.decoder_modules) + head if cfg.method == "decoder" else head
+    auto_decoder = list(targets.auto_decoder_modules) if cfg.auto_head else []
+    trainable = list(targets.decoder_modules) + auto_decoder + head if cfg.method == "decoder" else head
     for name in trainable:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
+    if not cfg.auto_head:  # nothing trains the prompt-free path, so nothing of it is saved
+        for name in (*targets.auto_head_modules, *targets.auto_decoder_modules):
+            for p in model.get_submodule(name).parameters():
+                p.requires_grad_(False)
     return model
 
 

@@ -38,9 +38,10 @@ class PreparedSlice:
 class PeftTargets:
     """Which modules a PEFT method may wrap or fully train, by backend-specific names."""
 
-    lora_target_regex: str
-    decoder_modules: tuple[str, ...]
-    auto_head_modules: tuple[str, ...]
+    lora_target_regex: str  # also matches the prompt-free path's own decoder, so LoRA adapts it separately
+    decoder_modules: tuple[str, ...]  # what the interactive (box, click) path decodes with
+    auto_head_modules: tuple[str, ...]  # the prompt-free head, trained whole by every method
+    auto_decoder_modules: tuple[str, ...] = ()  # the prompt-free path's own decoder, trained whole by `decoder`
 
 
 class FMBackend(ABC):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,12 +19,14 @@ EMBED_DIM = 256
 
 
 class PromptableLiteMedSAM(nn.Module):
-    """LiteMedSAM plus a learned prompt per label, the prompt-free head that automatic mode trains.
+    """LiteMedSAM plus a learned prompt per label and a decoder of its own: the prompt-free head automatic mode trains.
 
-    Each label's prompt is two tokens fed to the mask decoder in place of a box's two corner tokens, and starts as
+    Each label's prompt is two tokens fed to `auto_decoder` in place of a box's two corner tokens, and starts as
     the embedding of a whole-image box: before training it asks for "the salient structure", so the loss has a
     non-empty mask to shape from the first step (a zero start gave empty masks and no usable gradient).
-    Box and point prompts keep working unchanged.
+    `auto_decoder` starts as a copy of the pretrained mask decoder and is the only decoder prompt-free training
+    touches: trained through the shared one, its "not here" targets taught box prompts to answer empty masks
+    (measured: box Dice on other structures 0.50 -> 0.08 after one case). Box and point prompts use `sam`'s.
     """
 
     tokens_per_label = 2
@@ -31,6 +34,7 @@ class PromptableLiteMedSAM(nn.Module):
     def __init__(self, sam: nn.Module, max_labels: int, input_size: int):
         super().__init__()
         self.sam = sam
+        self.auto_decoder = copy.deepcopy(sam.mask_decoder)
         self.label_prompts = nn.Embedding(max_labels, self.tokens_per_label * EMBED_DIM)
         with torch.no_grad():
             whole = torch.tensor([[0.0, 0.0, input_size - 1.0, input_size - 1.0]])
@@ -105,13 +109,33 @@ class LiteMedSAMBackend(FMBackend):
                 checkpoint_forward(block)
             if layer.downsample is not None:
                 checkpoint_forward(layer.downsample)
-        decoder = model.sam.mask_decoder
-        for block in (*decoder.transformer.layers, decoder.transformer.final_attn_token_to_image,
-                      decoder.output_upscaling):
-            checkpoint_forward(block)
+        for decoder in (model.sam.mask_decoder, model.auto_decoder):
+            for block in (*decoder.transformer.layers, decoder.transformer.final_attn_token_to_image,
+                          decoder.output_upscaling):
+                checkpoint_forward(block)
         return True
 
     def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice]):
+        """Prompt-free items go through the model's `auto_decoder`, box and click items through SAM's own."""
+        auto = [i for i, p in enumerate(prompts) if p.label_index is not None]
+        if len(auto) in (0, len(prompts)):
+            decoder = model.auto_decoder if auto else model.sam.mask_decoder
+            return self._decode_with(decoder, model, embeddings, prompts, prepared)
+        logits = iou = None
+        for decoder, rows in ((model.auto_decoder, auto),
+                              (model.sam.mask_decoder, [i for i in range(len(prompts)) if i not in set(auto)])):
+            part_logits, part_iou = self._decode_with(decoder, model, embeddings[rows], [prompts[i] for i in rows],
+                                                      [prepared[i] for i in rows])
+            if logits is None:
+                logits = part_logits.new_empty((len(prompts), *part_logits.shape[1:]))
+                iou = part_iou.new_empty(len(prompts))
+            index = torch.tensor(rows, device=part_logits.device)
+            logits = logits.index_copy(0, index, part_logits)
+            iou = iou.index_copy(0, index, part_iou)
+        return logits, iou
+
+    def _decode_with(self, decoder: nn.Module, model, embeddings, prompts: list[SlicePrompt],
+                     prepared: list[PreparedSlice]):
         sam = model.sam
         device = embeddings.device
         sparse_list = []
@@ -122,7 +146,7 @@ class LiteMedSAMBackend(FMBackend):
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
             len(prompts), -1, *sam.prompt_encoder.image_embedding_size
         )
-        logits, iou = sam.mask_decoder(
+        logits, iou = decoder(
             image_embeddings=embeddings,
             image_pe=sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -181,9 +205,10 @@ class LiteMedSAMBackend(FMBackend):
         return PeftTargets(
             lora_target_regex=(
                 r".*(image_encoder\.layers\.\d+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
-                r"|mask_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
-                r"|mask_decoder\.output_hypernetworks_mlps\.0\.layers\.\d+)"
+                r"|(mask|auto)_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
+                r"|(mask|auto)_decoder\.output_hypernetworks_mlps\.0\.layers\.\d+)"
             ),
             decoder_modules=("sam.mask_decoder",),
             auto_head_modules=("label_prompts",),
+            auto_decoder_modules=("auto_decoder",),
         )
