@@ -8,6 +8,7 @@ import pytest
 
 from lib.medfm.adaptation.data import LabelledImage, hold_apart
 from lib.medfm.adapter_store import BASE
+from lib.medfm.errors import ConflictError
 from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
 from lib.medfm.settings import Settings
@@ -48,10 +49,36 @@ def test_at_least_as_good_goes_live_and_worse_does_not(registry):
     worse = register(registry, evidence(0.79, 0.80, against=good))
     decision = registry.guard(worse, [], margin=0.0)
     assert decision["activated"] is False and "not activated" in decision["reason"]
-    assert decision["checks"] == [{"source": "validation images", "mode": "interactive", "new": 0.79,
-                                   "active": 0.80, "passed": False, "summary": decision["checks"][0]["summary"]}]
+    assert decision["checks"] == [{"source": "validation images", "mode": "interactive", "against": "interactive",
+                                   "new": 0.79, "active": 0.80, "passed": False,
+                                   "summary": decision["checks"][0]["summary"]}]
     assert registry.store.active() == good
     assert registry.listing()["adapters"][1]["decision"]["activated"] is False
+
+
+def auto_evidence(box_new: float, box_active: float, auto_new: float) -> dict:
+    """Validation of a version with a prompt-free head, against the base FM (which has no automatic mode)."""
+    return {**evidence(box_new, box_active), "modes": {"interactive": {"new": box_new, "active": box_active},
+                                                       "automatic": {"new": auto_new, "active": None}}}
+
+
+@pytest.mark.parametrize(("auto_new", "serves"), [(0.30, ["interactive"]), (0.55, ["interactive", "automatic"])])
+def test_automatic_mode_is_served_only_if_it_beats_a_box_on_the_live_version(registry, auto_new, serves):
+    staging = registry.store.staging()
+    version = registry.store.commit(staging, {"fm": "litemedsam", "method": "lora", "auto_head": True,
+                                              "labels": {"lesion": {"value": 1, "token": 0}},
+                                              "evidence": auto_evidence(0.56, 0.50, auto_new)})
+    decision = registry.guard(version, [], margin=0.0)
+    assert decision["activated"] and registry.store.active() == version  # box prompts got better: live
+    assert decision["serves"] == serves
+    assert [c["against"] for c in decision["checks"]] == ["interactive", "interactive"]
+    assert registry.store.serves(version, "automatic") == (auto_new >= 0.50)
+    if auto_new < 0.50:
+        assert "automatic mode stays off" in decision["reason"]
+        with pytest.raises(ConflictError, match="serves box and click prompts only"):
+            registry.service.automatic("unused.nii.gz", {})
+        registry.activate(version, user="admin")  # by hand, the admin answers for automatic mode too
+        assert registry.store.serves(version, "automatic")
 
 
 def test_evidence_against_a_version_no_longer_active_does_not_count(registry):

@@ -36,9 +36,11 @@ class MedFMAdaptApp(MONAILabelApp):
 
             from lib.preflight import install_nonblocking_infer, install_train_preflight
             from lib.registry_api import build_router
+            from lib.route_guards import install_route_guards
 
             install_train_preflight(fastapi_app, self.check_train_request)
             install_nonblocking_infer(fastapi_app)
+            install_route_guards(fastapi_app)
             if not any(getattr(r, "path", "").startswith("/medfm/") for r in fastapi_app.router.routes):
                 fastapi_app.include_router(build_router(Registry(self.medsam.service), self.datastore()))
                 fastapi_app.openapi_schema = None  # regenerate so /openapi.json lists the registry

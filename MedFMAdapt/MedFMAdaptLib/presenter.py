@@ -115,7 +115,8 @@ class AdapterRow:
     `dice` is the held-out Dice the server measured when the version was registered (its activation decision);
     `val_dice` the best validation Dice of its training run, shown only when there is no held-out number.
     `guard` is the server's activation decision (None for base or a version never checked), `reason` its words,
-    `by_hand` whether an admin activated it anyway.
+    `by_hand` whether an admin activated it anyway; `prompts_only` that the guard let it serve box and click
+    prompts but not automatic mode (its automatic masks were worse than a box on the live version).
     """
 
     version: str
@@ -126,6 +127,7 @@ class AdapterRow:
     guard: bool | None = None
     reason: str = ""
     by_hand: bool = False
+    prompts_only: bool = False
 
     @property
     def label(self) -> str:
@@ -137,7 +139,8 @@ class AdapterRow:
             dice = "not evaluated"
         method = f" ({self.method})" if self.method else ""
         flags = (["active"] if self.active else []) + (["activated by hand"] if self.by_hand else []) + \
-            (["not activated by the guard"] if self.guard is False else [])
+            (["not activated by the guard"] if self.guard is False else []) + \
+            (["automatic off"] if self.prompts_only else [])
         return f"{self.version}{method}, {dice}" + (f" [{', '.join(flags)}]" if flags else "")
 
 
@@ -381,6 +384,7 @@ class Presenter:
                 guard=(a.get("decision") or {}).get("activated"),
                 reason=str((a.get("decision") or {}).get("reason") or ""),
                 by_hand=bool((a.get("decision") or {}).get("manual")),
+                prompts_only=(a.get("decision") or {}).get("serves") == ["interactive"],
             )
             for a in registry.get("adapters") or []
             if isinstance(a, dict)

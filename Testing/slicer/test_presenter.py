@@ -121,6 +121,14 @@ def test_adapter_list_shows_the_guards_decision(connected, info, registry):
     assert connected.state.adapters[2].label.endswith("[active, activated by hand, not activated by the guard]")
 
 
+def test_adapter_list_says_when_automatic_mode_stays_off(connected, info, registry):
+    """Live for box and click prompts only: the guard found its automatic masks worse than a box on the live one."""
+    decision = like(registry["adapters"][0]["decision"], serves=["interactive"])
+    rows = [like(registry["adapters"][0], decision=decision), registry["adapters"][1]]
+    connected.registry_changed(like(registry, adapters=rows))
+    assert connected.state.adapters[1].label == "v0001 (lora), held-out Dice 0.682 [active, automatic off]"
+
+
 def test_registry_with_base_active_and_after_rollback(connected, info, registry):
     connected.connected("http://127.0.0.1:8000", info, adapters=like(registry, active="base", adapters=[]))
     assert [a.label for a in connected.state.adapters] == ["base, not evaluated [active]"]

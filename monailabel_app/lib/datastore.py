@@ -74,6 +74,11 @@ class ValidatingDatastore(LocalDatastore):
         check_safe_id(label_tag, "label tag")
         return super().get_label_uri(label_id, label_tag)
 
+    def get_dataset_archive(self, limit_cases: int | None) -> str:
+        if not self.datalist():  # MONAI Label asserts here, which answers 500
+            raise HTTPException(status_code=404, detail="there is nothing to download: no image has a final label")
+        return super().get_dataset_archive(limit_cases)
+
     def remove_image(self, image_id: str) -> None:
         check_safe_id(image_id, "image id")
         if not super().get_image_uri(image_id):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import BackgroundTasks, FastAPI, File, Form, UploadFile
+from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.routing import APIRoute
 from monailabel.config import settings
 from monailabel.endpoints import infer as ml_infer
@@ -19,6 +19,7 @@ from monailabel.endpoints import train as ml_train
 from monailabel.endpoints.user.auth import User
 
 from lib.auth import ADMIN, USER
+from lib.route_guards import json_field
 
 
 def install_train_preflight(app: FastAPI, validate: Callable[[str, dict], None]) -> None:
@@ -46,6 +47,10 @@ def install_nonblocking_infer(app: FastAPI) -> None:
                               params: str = Form("{}"), file: UploadFile = File(None),
                               label: UploadFile = File(None), output: ml_infer.ResultType | None = None,
                               user: User = USER):
+        if not (image or file or session_id):  # MONAI Label answers this with a 500
+            raise HTTPException(status_code=400, detail="name an image (a datastore id), upload a file, or give a "
+                                                        "session_id")
+        json_field(params, "params")
         return ml_infer.run_inference(background_tasks, model, image, session_id, params, file, label, output)
 
     route = APIRoute(path, medfm_infer_in_thread, methods=["POST"], name="medfm_infer_in_thread",

@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .errors import ConflictError, InputError, NotFoundError
-from .files import write_json_atomic
+from .files import read_json, write_json_atomic
 
 BASE = "base"
+DECISIONS = "decisions"  # the registry's activation decisions, one JSON per version, beside the versions
 VERSION_RE = re.compile(r"^v\d{4,}$")
 MANIFEST = "manifest.json"
 PEFT_CONFIG = "adapter_config.json"
@@ -113,6 +114,11 @@ class AdapterStore:
             trash = self.root / f".deleted-{version}-{uuid.uuid4().hex}"
             os.rename(self.root / version, trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+    def serves(self, version: str, mode: str) -> bool:
+        """Whether the guard's decision lets `version` serve `mode` (a version it never judged serves all)."""
+        decision = read_json(self.root / DECISIONS / f"{version}.json")
+        return version == BASE or not decision or mode in decision.get("serves", (mode,))
 
     def resolve(self, requested: str | None) -> str:
         """`None` or '' means the active version."""

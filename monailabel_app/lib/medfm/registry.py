@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .adaptation.evidence import label_tokens_of
 from .adapter_archive import export_version, import_archive
-from .adapter_store import BASE
+from .adapter_store import BASE, DECISIONS
 from .digest import sha256_file
 from .evaluation import HeldOutCase, compare, evaluate
 from .files import read_json, write_json_atomic
@@ -25,7 +25,7 @@ class Registry:
         self.service = service
         self.store = service.store
         self.evaluations = self.store.root / "evaluations"
-        self.decisions = self.store.root / "decisions"
+        self.decisions = self.store.root / DECISIONS
 
     # ---- reading ------------------------------------------------------------------------------------------
     def listing(self) -> dict:
@@ -83,7 +83,8 @@ class Registry:
             if version != BASE:
                 decision = self.decision(version) or {"activated": False, "reason": "never checked by the guard"}
                 manual = [*decision.get("manual", []), {"by": user, "at": _now()}]
-                self._write_decision(version, {**decision, "manual": manual})
+                # By hand, the admin answers for every mode the version has.
+                self._write_decision(version, {**decision, "manual": manual, "serves": ["interactive", "automatic"]})
         return {"active": self.store.active()}
 
     def rollback(self) -> dict:
@@ -126,26 +127,39 @@ class Registry:
 
     def guard(self, version: str, cases: list[HeldOutCase], margin: float = 0.0) -> dict:
         """Activate `version` only on evidence, from data it did not train on, that it is at least as good as the
-        active one (less `margin`) in every mode it serves; with no evidence it stays registered and inactive."""
+        active one (less `margin`) in every mode it serves; with no evidence it stays registered and inactive.
+
+        Where the active version has no automatic mode, the new one's automatic Dice is held against the active
+        version's box-prompted Dice on the same data: automatic mode is served only if it is at least as good as
+        drawing a box with what is live; otherwise the version may go live for box and click prompts alone.
+        """
         current = self.store.active()
         manifest = self.store.manifest(version)
         checks, notes = [], []
         evidence = manifest.get("evidence")
         if evidence and evidence.get("compared_with") == current:
-            for mode in (m for m in ("interactive", "automatic") if m in evidence["modes"]):
-                pair = evidence["modes"][mode]
-                checks.append(_check(evidence["source"], mode, pair["new"], pair["active"], margin))
+            modes = evidence["modes"]
+            for mode in (m for m in ("interactive", "automatic") if m in modes):
+                active, against = modes[mode]["active"], mode
+                if mode == "automatic" and active is None:
+                    active, against = modes["interactive"]["active"], "interactive"
+                checks.append(_check(evidence["source"], mode, modes[mode]["new"], active, margin, against))
         elif evidence:
             notes.append(f"its validation compared it with {evidence.get('compared_with')}, but {current} is "
                          "active now, so that evidence does not count")
         if cases:
             current_auto = bool(label_tokens_of(self.store.manifest(current)))
             for mode in ("interactive", "automatic") if manifest.get("auto_head") else ("interactive",):
+                against = mode if mode == "interactive" or current_auto else "interactive"
                 new = self.evaluate(version, cases, mode)["mean"]["dice"]
-                old = self.evaluate(current, cases, mode)["mean"]["dice"] \
-                    if mode == "interactive" or current_auto else None
-                checks.append(_check("held-out images", mode, new, old, margin))
-        activated = bool(checks) and all(c["passed"] for c in checks)
+                old = self.evaluate(current, cases, against)["mean"]["dice"]
+                checks.append(_check("held-out images", mode, new, old, margin, against))
+        # A check of a mode against the same mode of the active version decides activation; automatic checks
+        # against box prompts (nothing live serves automatic) decide only whether automatic mode is served.
+        deciding = [c for c in checks if c["mode"] == c["against"]]
+        activated = bool(deciding) and all(c["passed"] for c in deciding)
+        automatic = [c for c in checks if c["mode"] == "automatic"]
+        serves = ["interactive"] + (["automatic"] if automatic and all(c["passed"] for c in automatic) else [])
         if not checks:
             reason = ("no evidence from data it did not train on (no held-out images, no second labelled image, "
                       "and too few labelled slices to hold some apart): registered but not activated; an admin "
@@ -154,8 +168,12 @@ class Registry:
             reason = "; ".join(c["summary"] for c in checks) + (
                 f": at least as good as {current} (margin {margin}), activated" if activated
                 else f": worse than {current} beyond the margin of {margin}; registered but not activated")
+            if activated and automatic and "automatic" not in serves:
+                reason += ("; automatic mode stays off: its masks were worse than box prompts on the live version, "
+                           "so a radiologist is better served drawing a box")
         first = checks[0] if checks else {}
         decision = {"activated": activated, "compared_with": current, "margin": margin, "checks": checks,
+                    "serves": serves if activated else [],
                     "mode": first.get("mode"), "new_dice": first.get("new"), "active_dice": first.get("active"),
                     "reason": "; ".join([reason, *notes]), "decided_at": _now(), "manual": []}
         if activated:
@@ -178,13 +196,15 @@ class Registry:
         return f"{mode}:{jitter}:{digest.hexdigest()[:16]}"
 
 
-def _check(source: str, mode: str, new: float | None, active: float | None, margin: float) -> dict:
-    """One comparison: passed when the new version scored and is not below the active one by more than `margin`
-    (an active version that cannot serve the mode at all has nothing to lose)."""
+def _check(source: str, mode: str, new: float | None, active: float | None, margin: float,
+           against: str | None = None) -> dict:
+    """One comparison of the new version's `mode` with the active version's `against` mode (the same by default):
+    passed when the new version scored and is not below the active one by more than `margin`."""
+    against = against or mode
     passed = new is not None and (active is None or new >= active - margin)
-    against = "nothing to compare with" if active is None else f"active {active}"
-    return {"source": source, "mode": mode, "new": new, "active": active, "passed": passed,
-            "summary": f"{mode} Dice {new} vs {against} on {source}"}
+    versus = "nothing to compare with" if active is None else f"active {against} {active}"
+    return {"source": source, "mode": mode, "against": against, "new": new, "active": active, "passed": passed,
+            "summary": f"{mode} Dice {new} vs {versus} on {source}"}
 
 
 def _now() -> str:

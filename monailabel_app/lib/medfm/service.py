@@ -16,7 +16,7 @@ from pathlib import Path
 from .adapter_store import AdapterStore
 from .backends import get_backend
 from .embedding_cache import EmbeddingCache
-from .errors import InputError
+from .errors import ConflictError, InputError
 from .prompts import InferOptions, parse_roi, resolve
 from .segmenter import SegmentationResult, Segmenter
 from .settings import Settings
@@ -71,8 +71,12 @@ class MedFMService:
 
     def automatic(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
         options = InferOptions.from_params(params)
-        volume = self.volume(path, options.modality)
         version = self.store.resolve(options.adapter)
+        if not options.adapter and not self.store.serves(version, "automatic"):
+            raise ConflictError(f"the live adapter '{version}' serves box and click prompts only: its automatic "
+                                "masks were worse than box prompts when it was activated (see its decision). Use "
+                                f"medsam_interactive, or pass adapter={version} to review its automatic masks")
+        volume = self.volume(path, options.modality)
         roi = parse_roi(params.get("roi"), volume.shape)
         slice_range = (roi[0][volume.slice_axis], roi[1][volume.slice_axis]) if roi else None
         return volume, self.segmenter.automatic(volume, version, slice_range, options.labels,

@@ -1,0 +1,140 @@
+"""MONAI Label 0.8.5 routes this app serves, answering bad input with a 4xx in words instead of a 500.
+
+An API fuzzer (schemathesis, `Testing/test_fuzz_api.py`) found these 500s; each guard is a route registered in front
+of MONAI Label's own, with its path, parameters and role, that checks what MONAI Label does not and then calls
+MONAI Label's own handler; the typed "not found" and "invalid input" exceptions it raises become 404 and 400.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.routing import APIRoute
+from monailabel.endpoints import datastore as ml_datastore
+from monailabel.endpoints import logs as ml_logs
+from monailabel.endpoints import session as ml_session
+from monailabel.endpoints.user.auth import User
+from monailabel.interfaces.exception import (
+    ImageNotFoundException,
+    LabelNotFoundException,
+    MONAILabelError,
+    MONAILabelException,
+)
+from monailabel.interfaces.utils.app import app_instance
+
+from lib.auth import ADMIN, ANNOTATOR, USER
+
+
+@contextmanager
+def monailabel_errors() -> Iterator[None]:
+    """MONAI Label's typed "not found" and "invalid input" exceptions as the 404 and 400 they are."""
+    try:
+        yield
+    except (ImageNotFoundException, LabelNotFoundException) as err:
+        raise HTTPException(status_code=404, detail=err.msg) from err
+    except MONAILabelException as err:
+        if err.error != MONAILabelError.INVALID_INPUT:
+            raise
+        raise HTTPException(status_code=400, detail=err.msg) from err
+
+
+def json_field(value: str, name: str) -> dict:
+    """A request's JSON form field (`params`, `info`) as a dict, or a 400 saying what is wrong with it."""
+    try:
+        parsed = json.loads(value) if value else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HTTPException(status_code=400, detail=f"'{name}' must be a JSON object: {err}") from err
+    if not isinstance(parsed, dict):
+        raise HTTPException(status_code=400, detail=f"'{name}' must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+async def gpu_info(user: User = ADMIN):
+    if shutil.which("nvidia-smi") is None:
+        raise HTTPException(status_code=404, detail="this server has no NVIDIA GPU tools (nvidia-smi not found)")
+    return await ml_logs.gpu_info(user)
+
+
+def no_whole_slide(model: str, user: User = USER):
+    raise HTTPException(status_code=404, detail="whole-slide (pathology) inference is not offered by this "
+                                                "radiology app; use POST /infer/{model} with a 3D image")
+
+
+def no_model_upload(model: str, user: User = ANNOTATOR):
+    raise HTTPException(status_code=403, detail="the foundation model's weights are read-only on this server "
+                                                "(checked against their SHA-256); adapters come in through "
+                                                "POST /medfm/adapters/import")
+
+
+def get_session(session_id: str, update_ts: bool = False, image: bool = False, user: User = USER):
+    sessions = app_instance().sessions()
+    session = sessions.get_session(session_id) if sessions is not None else None
+    if image and session is not None and not os.path.isfile(session.image):
+        raise HTTPException(status_code=409, detail=f"session {session_id} holds a folder of files, not one image "
+                                                    "file, so it cannot be downloaded as one")
+    return ml_session.get_session(session_id, update_ts, image)
+
+
+def create_session(background_tasks: BackgroundTasks, uncompress: bool = False, expiry: int = 0,
+                   files: list[UploadFile] = File(...), user: User = USER):
+    try:
+        return ml_session.create_session(background_tasks, uncompress, expiry, files)
+    except shutil.ReadError as err:
+        raise HTTPException(status_code=400, detail=f"uncompress was asked but the upload is not an archive "
+                                                    f"this server can unpack: {err}") from err
+
+
+def add_image(background_tasks: BackgroundTasks, image: str | None = None, params: str = Form("{}"),
+              file: UploadFile = File(...), user: User = ANNOTATOR):
+    json_field(params, "params")
+    with monailabel_errors():
+        return ml_datastore.add_image(background_tasks, image, params, file, user.username)
+
+
+def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
+               tag: str = ml_datastore.DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
+               user: User = ANNOTATOR):
+    json_field(params, "params")
+    with monailabel_errors():
+        return ml_datastore.save_label(background_tasks, image, params, tag, label, user.username)
+
+
+def update_image_info(image: str, info: str = Form("{}"), user: User = ANNOTATOR):
+    json_field(info, "info")
+    with monailabel_errors():
+        return ml_datastore.update_image_info(image, info, user.username)
+
+
+def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User = ANNOTATOR):
+    json_field(info, "info")
+    with monailabel_errors():
+        return ml_datastore.update_label_info(label, tag, info, user.username)
+
+
+GUARDS: list[tuple[str, str, Callable]] = [
+    ("GET", "/logs/gpu", gpu_info),
+    ("POST", "/infer/wsi_v2/{model}", no_whole_slide),
+    ("POST", "/infer/wsi/{model}", no_whole_slide),
+    ("PUT", "/model/{model}", no_model_upload),
+    ("DELETE", "/model/{model}", no_model_upload),
+    ("GET", "/session/{session_id}", get_session),
+    ("PUT", "/session/", create_session),
+    ("PUT", "/datastore/image", add_image),
+    ("PUT", "/datastore/", add_image),
+    ("PUT", "/datastore/label", save_label),
+    ("PUT", "/datastore/image/info", update_image_info),
+    ("PUT", "/datastore/label/info", update_label_info),
+]
+
+
+def install_route_guards(app: FastAPI) -> None:
+    if any(getattr(r, "name", "").startswith("medfm_guard_") for r in app.router.routes):
+        return
+    for method, path, handler in GUARDS:
+        app.router.routes.insert(0, APIRoute(path, handler, methods=[method], name=f"medfm_guard_{handler.__name__}",
+                                             include_in_schema=False))
