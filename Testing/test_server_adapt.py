@@ -85,7 +85,13 @@ def test_adaptation_round_trip(fresh_client, fresh_server):
     detail = requests.get(f"{server.url}/medfm/adapters/v0001", timeout=60).json()
     decision = detail["decision"]
     assert decision["checks"] and all("slices of breast1" in c["source"] for c in decision["checks"])
-    assert decision["activated"] == all(c["passed"] for c in decision["checks"])
+    # Box prompts decide activation; automatic mode, which base cannot serve, is held against base's box prompts
+    # and decides only whether the version serves it.
+    deciding = [c for c in decision["checks"] if c["mode"] == c["against"] == "interactive"]
+    automatic = [c for c in decision["checks"] if c["mode"] == "automatic"]
+    assert deciding and automatic and {c["against"] for c in automatic} == {"interactive"}
+    assert decision["activated"] == all(c["passed"] for c in deciding)
+    assert ("automatic" in decision["serves"]) == (decision["activated"] and all(c["passed"] for c in automatic))
     assert detail["active"] == decision["activated"] and stats["summary"]["decision"] == decision
 
     # The new version is used without a restart; on its training image it moved toward the label.

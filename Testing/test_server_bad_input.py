@@ -116,3 +116,21 @@ def test_bad_training_requests_never_start_a_job(client, unchanged, params, stat
 
 def test_unknown_trainer(client, unchanged):
     expect_status(lambda: client.train_start("no_such_trainer", {}), 404, "unknown trainer")
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "words"), [
+    ("POST", "/infer/wsi_v2/medsam_interactive?image=breast1", {}, 404, "whole-slide"),
+    ("PUT", "/model/medsam_interactive", {"files": {"file": ("w.pt", b"\x80junk")}}, 403, "read-only"),
+    ("DELETE", "/model/medsam_interactive", {}, 403, "read-only"),
+    ("PUT", "/datastore/image/info?image=nope", {"data": {"info": "{}"}}, 404, "nope"),
+    ("PUT", "/datastore/image/info?image=breast1", {"data": {"info": "{not json"}}, 400, "JSON object"),
+    ("PUT", "/datastore/label/info?label=nope&tag=final", {"data": {"info": "[]"}}, 400, "JSON object"),
+    ("POST", "/infer/medsam_interactive", {"data": {"params": "{}"}}, 400, "name an image"),
+    ("POST", "/infer/medsam_interactive?image=breast1", {"data": {"params": "{bad"}}, 400, "JSON object"),
+])
+def test_monai_label_routes_that_answered_500_answer_in_words(server, unchanged, method, path, kwargs, status, words):
+    """What the API fuzzer found (MONAI Label 0.8.5 answered these with a 500); test_fuzz_api.py runs the fuzzer."""
+    import requests
+
+    reply = requests.request(method, server.url + path, timeout=120, **kwargs)
+    assert reply.status_code == status and words in reply.json()["detail"], reply.text

@@ -370,9 +370,12 @@ def to_markdown(size_name: str, size: dict, site: Site, rows: list[dict], checks
     lines += ["Slab figures rest on slabs of **one** template subject; `shift` figures on **simulated** shifts; "
               "lesion figures on two real pairs. Spreads are over seeds (slabs: different training slabs; pairs: "
               "different pairs), not over patients."]
-    if size_name != "cuda":
-        lines += ["", "CPU sizes train for a few steps only: they check the pipeline end to end and measure what the "
+    if size_name in ("smoke", "cpu"):
+        lines += ["", "This size trains for a few steps only: it checks the pipeline end to end and measures what the "
                   "guard does with weak adapters; Dice differences smaller than the ± spread are not findings."]
+    elif size_name == "cpu-train":
+        lines += ["", "This size trains for real (up to 42 steps) for two methods only; Dice differences smaller than "
+                  "the ± spread are not findings."]
     return "\n".join(lines)
 
 
