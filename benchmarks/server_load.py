@@ -18,15 +18,17 @@ from scripts.serve import ServerProcess
 
 
 class Server(ServerProcess):
-    """The real server (as `make serve` starts it) on a copy of some of the datastore's images."""
+    """The real server (as `make serve` starts it) on a copy of some of the datastore's images, with the final
+    labels of `labelled` (default: all of them)."""
 
-    def __init__(self, studies: Path, tmp: Path, images: tuple[str, ...]):
+    def __init__(self, studies: Path, tmp: Path, images: tuple[str, ...], labelled: tuple[str, ...] | None = None):
         copy = tmp / "studies"
         (copy / "labels" / "final").mkdir(parents=True)
         for image_id in images:
             shutil.copy(studies / f"{image_id}.nii.gz", copy / f"{image_id}.nii.gz")
-            shutil.copy(studies / "labels" / "final" / f"{image_id}.nii.gz",
-                        copy / "labels" / "final" / f"{image_id}.nii.gz")
+            if labelled is None or image_id in labelled:
+                shutil.copy(studies / "labels" / "final" / f"{image_id}.nii.gz",
+                            copy / "labels" / "final" / f"{image_id}.nii.gz")
         super().__init__(copy, tmp / "models", tmp / "server.log",
                          env={"MONAI_LABEL_SESSION_PATH": str(tmp / "sessions"),
                               "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
@@ -127,3 +129,77 @@ def measure(studies: Path, tmp: Path, infer_image: str, concurrent: int, train: 
         server.stop()
     print(json.dumps(out, indent=1, default=str), flush=True)
     return out
+
+
+MIXED_IMAGES = ("brain1", "brain2", "breast1", "lung1", "lung2", "mni152")
+MIXED_TRAIN = {"method": "decoder", "max_epochs": 2, "slices_per_image": 2, "batch_size": 2, "labels": ["lesion"]}
+
+
+def mixed_load(studies: Path, tmp: Path, clients: int = 8, train: dict | None = None) -> dict:
+    """`clients` annotators at once, each next sample -> a click at the image centre -> submit it as the final label,
+    while a training runs on the one labelled image (breast1); GET /info/ is polled throughout."""
+    import SimpleITK as sitk
+    from monailabel.client import MONAILabelClient
+
+    server = Server(studies, tmp, images=MIXED_IMAGES, labelled=("breast1",))
+    train = train or MIXED_TRAIN
+
+    def annotator(n: int) -> tuple[bool, float, str]:
+        started = time.perf_counter()
+        try:
+            client = MONAILabelClient(server.url, tmpdir=str(tmp))
+            image_id = client.next_sample("random", {"seed": n})["id"]
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(server.studies / f"{image_id}.nii.gz"))
+            reader.ReadImageInformation()
+            click = [s // 2 for s in reader.GetSize()]
+            result, _ = client.infer("medsam_interactive", image_id, {"foreground": [click], "max_propagation": 1})
+            client.save_label(image_id, result, tag="final", params={"session": f"load-{n}"})
+            return True, time.perf_counter() - started, ""
+        except Exception as err:  # counted and reported: the benchmark measures, the test asserts
+            return False, time.perf_counter() - started, str(err)[:200]
+
+    try:
+        client = MONAILabelClient(server.url, tmpdir=str(tmp))
+        client.train_start("medsam_adapt", train)
+        busy = threading.Event()
+        busy.set()
+        poller = ThreadPoolExecutor(1).submit(_poll_while, server, busy)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            rounds = list(pool.map(annotator, range(clients)))
+        busy.clear()
+        out = {"clients": clients, "rounds_ok": sum(r[0] for r in rounds), "errors": [r[2] for r in rounds if not r[0]],
+               "round_s": _stats([r[1] for r in rounds]), "all_rounds_s": time.perf_counter() - start,
+               "info_during": _stats(poller.result()), "train_request": train}
+        while client.train_status().get("status") in ("SUBMITTED", "RUNNING") and time.perf_counter() - start < 900:
+            time.sleep(1)
+        out["train_status"] = client.train_status().get("status")
+    finally:
+        server.stop()
+    print(json.dumps(out, indent=1, default=str), flush=True)
+    return out
+
+
+def main() -> None:
+    """`python benchmarks/server_load.py`: the mixed-load figures alone (speed.py runs the other phases)."""
+    import argparse
+    import tempfile
+
+    args, size = common.parse_args(argparse.ArgumentParser(description=main.__doc__), {"cpu": {}, "cuda": {}})
+    info = common.machine()
+    with tempfile.TemporaryDirectory(prefix="medfm-load-") as tmp:
+        out = mixed_load(args.studies, Path(tmp))
+    info_s = out["info_during"]
+    markdown = (f"{out['clients']} annotators at once (next sample -> a click -> submit), while a `decoder` training "
+                f"ran: {out['rounds_ok']}/{out['clients']} rounds without error in {out['all_rounds_s']:.1f} s "
+                f"(a round p50 {out['round_s']['p50_s']:.2f} s, max {out['round_s']['max_s']:.2f} s); GET /info/ "
+                f"polled {info_s.get('n', 0)} times: p50 {info_s.get('p50_s', 0) * 1000:.0f} ms, p95 "
+                f"{info_s.get('p95_s', 0) * 1000:.0f} ms, max {info_s.get('max_s', 0) * 1000:.0f} ms (target p95 "
+                f"< 200 ms); training {out['train_status']}.")
+    common.write_results("server-mixed", size, info, {"mixed": out}, markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
