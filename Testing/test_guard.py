@@ -9,6 +9,7 @@ import pytest
 from lib.medfm.adaptation.data import LabelledImage, hold_apart
 from lib.medfm.adapter_store import BASE
 from lib.medfm.errors import ConflictError
+from lib.medfm.evaluation import HeldOutCase
 from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
 from lib.medfm.settings import Settings
@@ -113,3 +114,12 @@ def test_a_label_no_training_image_carries_is_not_learned(sample_datastore: Path
                              service.settings.labels, log=lambda _line: None)
     assert set(service.store.manifest(summary["version"])["labels"]) == {"lesion"}
     assert summary["evidence"]["source"].startswith("slices of breast1")
+
+
+def test_click_mode_scores_one_click_at_the_structure_centre(sample_datastore: Path, registry):
+    """The guard's click check: one foreground click where an annotator would put it, followed through the slices."""
+    case = HeldOutCase("lung2", str(sample_datastore / "lung2.nii.gz"),
+                       str(sample_datastore / "labels" / "final" / "lung2.nii.gz"))
+    result = registry.evaluate(BASE, [case], "click")
+    assert result["mode"] == "click"
+    assert result["images"]["lung2"]["lesion"]["dice"] >= 0.8  # a click near the lesion's centre: 0.92 measured

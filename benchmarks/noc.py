@@ -13,33 +13,14 @@ click, so such sessions can be told apart).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from lib.medfm.evaluation import annotator_click
 from lib.medfm.metrics import dice
 from lib.medfm.prompts import resolve
 from lib.medfm.volume import Volume
 
 TARGET = 0.90
 MAX_CLICKS = 10
-
-
-def next_click(pred: np.ndarray, truth: np.ndarray, spacing) -> tuple[list[int], bool] | None:
-    """The annotator's next click `([i, j, k], positive)`, or None when there is no error left."""
-    best = None  # (size, positive, component mask)
-    for positive, error in ((True, truth & ~pred), (False, pred & ~truth)):
-        if not error.any():
-            continue
-        components, n = ndimage.label(error)
-        sizes = np.bincount(components.ravel())[1:]
-        largest = int(np.argmax(sizes)) + 1
-        if best is None or sizes[largest - 1] > best[0]:
-            best = (int(sizes[largest - 1]), positive, components == largest)
-    if best is None:
-        return None
-    _, positive, region = best
-    inside = np.pad(region, 1)  # the volume's edge is a border too
-    distance = ndimage.distance_transform_edt(inside, sampling=spacing)[1:-1, 1:-1, 1:-1]
-    return [int(v) for v in np.unravel_index(int(np.argmax(distance)), distance.shape)], positive
 
 
 def click_session(segmenter, volume: Volume, truth: np.ndarray, version: str, max_clicks: int = MAX_CLICKS,
@@ -51,7 +32,7 @@ def click_session(segmenter, volume: Volume, truth: np.ndarray, version: str, ma
     foreground, background, dices = [], [], []
     noc = None
     for n in range(1, max_clicks + 1):
-        click = next_click(pred, truth, volume.spacing)
+        click = annotator_click(pred, truth, volume.spacing)
         if click is None:  # nothing left to correct: the previous result is perfect
             dices.append(dices[-1] if dices else 1.0)
         else:

@@ -6,11 +6,16 @@ on their image's grid and hold integer values. A refused request raises a 4xx an
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import time
+import uuid
 from typing import Any
 
 from fastapi import HTTPException
-from monailabel.datastore.local import LocalDatastore
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, LocalDatastore
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.http_errors import plain_errors
@@ -62,7 +67,28 @@ class ValidatingDatastore(LocalDatastore):
             raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
         with plain_errors():
             load_label(label_filename, read_image(image_uri))
-        return super().save_label(image_id, label_filename, label_tag, label_info)
+        return self._save_label_atomically(image_id, label_filename, label_tag, label_info)
+
+    def _save_label_atomically(self, image_id: str, label_filename: str, label_tag: str,
+                               label_info: dict[str, Any]) -> str:
+        """MONAI Label 0.8.5's `save_label`, except that the file is written beside its final name and renamed onto
+        it: its own copy straight onto the name lets a reader (training, a download) or a crash see a torn label."""
+        _, ext = self._to_id(os.path.basename(label_filename))
+        folder = self._datastore.label_path(label_tag)
+        name = self._filename(image_id, ext)
+        with FileLock(self._lock_file):
+            os.makedirs(folder, exist_ok=True)
+            partial = os.path.join(folder, f".partial-{os.getpid()}-{uuid.uuid4().hex}{ext}")
+            try:
+                shutil.copy(label_filename, partial)
+                os.replace(partial, os.path.join(folder, name))
+            finally:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+            info = {**(label_info or {}), "ts": int(time.time()), "name": name}
+            self._datastore.objects[image_id].labels[label_tag] = DataModel(info=info, ext=ext)
+            self._update_datastore_file(lock=False)
+        return image_id
 
     def get_image_uri(self, image_id: str) -> str:
         if not isinstance(image_id, str) or not SAFE_ID.match(image_id) or ".." in image_id:

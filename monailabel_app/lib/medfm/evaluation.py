@@ -1,7 +1,9 @@
 """Held-out evaluation of an adapter version (or the base FM), and side-by-side comparison of two.
 
 Both versions see exactly the same prompts: in interactive mode the roi is the label's 3D extent grown by a fixed,
-seeded jitter of up to `jitter` voxels per side (a user's box is never exact); in automatic mode there are none.
+seeded jitter of up to `jitter` voxels per side (a user's box is never exact); in click mode one foreground click at
+the centre of the structure (an annotator's first click: the voxel farthest from its border), followed through the
+slices as the server follows a click; in automatic mode there are none.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .errors import InputError
 from .metrics import dice, hd95
@@ -18,7 +21,7 @@ from .prompts import resolve
 from .segmenter import Segmenter
 from .volume import load_label, load_volume
 
-MODES = ("interactive", "automatic")
+MODES = ("interactive", "click", "automatic")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,29 @@ def jittered_roi(truth: np.ndarray, image_id: str, value: int, jitter: int) -> l
     return [lows[0], highs[0], lows[1], highs[1], lows[2], highs[2]]  # the roi's per-axis pairs
 
 
+def annotator_click(pred: np.ndarray, truth: np.ndarray, spacing) -> tuple[list[int], bool] | None:
+    """Where an annotator clicks next: `([i, j, k], positive)` at the centre of the largest error region of `pred`
+    (a foreground click in a miss, a background click in a false positive), or None when nothing is wrong.
+
+    Regions are 3D connected components; the centre is the voxel farthest from the region's border (Euclidean
+    distance in mm, the volume's edge counting as border), so the click lands well inside.
+    """
+    best = None  # (size, positive, component mask)
+    for positive, error in ((True, truth & ~pred), (False, pred & ~truth)):
+        if not error.any():
+            continue
+        components, _ = ndimage.label(error)
+        sizes = np.bincount(components.ravel())[1:]
+        largest = int(np.argmax(sizes)) + 1
+        if best is None or sizes[largest - 1] > best[0]:
+            best = (int(sizes[largest - 1]), positive, components == largest)
+    if best is None:
+        return None
+    _, positive, region = best
+    distance = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return [int(v) for v in np.unravel_index(int(np.argmax(distance)), distance.shape)], positive
+
+
 def evaluate(segmenter: Segmenter, version: str, cases: list[HeldOutCase], labels: dict[str, int],
              mode: str = "interactive", jitter: int = 3, ct_window=None) -> dict:
     """Dice and HD95 per image and label, with means; NaN HD95 (an empty mask) is left out of its mean."""
@@ -57,11 +83,14 @@ def evaluate(segmenter: Segmenter, version: str, cases: list[HeldOutCase], label
         scores = {}
         auto = segmenter.automatic(volume, version).label if mode == "automatic" else None
         for name, value in present.items():
-            if auto is None:
+            if auto is not None:
+                pred = auto == value
+            elif mode == "click":
+                click, _ = annotator_click(np.zeros(truth.shape, bool), truth == value, volume.spacing)
+                pred = segmenter.interactive(volume, resolve(volume, foreground=[click]), version).label > 0
+            else:
                 roi = jittered_roi(truth, case.image_id, value, jitter)
                 pred = segmenter.interactive(volume, resolve(volume, roi=roi), version).label > 0
-            else:
-                pred = auto == value
             scores[name] = {"dice": round(dice(pred, truth == value), 4),
                             "hd95_mm": _round(hd95(pred, truth == value, volume.spacing))}
         per_image[case.image_id] = scores
