@@ -246,13 +246,14 @@ def summarise(zero: list[dict], runs: list[dict]) -> list[dict]:
 def guard_agreement(runs: list[dict]) -> list[dict]:
     """Per part: what the guard's two kinds of evidence said. `evidence` = the job's validation slices or images
     (data the version did not train on, from the site's training set); `held-out` = the held-out volumes. Each
-    passes when every mode it checked was within the margin of the base FM."""
+    passes when every mode it checked against the same mode of the base FM was within the margin (the checks that
+    decide activation; automatic mode held against base's box prompts decides only whether it is served)."""
     rows = []
     for part in sorted({r["part"] for r in runs}):
         group = [r for r in runs if r["part"] == part]
         cells = {"part": part, "runs": len(group), "activated": sum(r["activated"] for r in group)}
         for r in group:
-            checks = r["decision"].get("checks") or []
+            checks = [c for c in r["decision"].get("checks") or [] if c.get("against", c["mode"]) == c["mode"]]
             ev = [c["passed"] for c in checks if c["source"] != "held-out images"]
             held = [c["passed"] for c in checks if c["source"] == "held-out images"]
             key = (f"evidence {'-' if not ev else 'pass' if all(ev) else 'fail'}, held-out "
