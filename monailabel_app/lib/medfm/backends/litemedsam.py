@@ -118,21 +118,15 @@ class LiteMedSAMBackend(FMBackend):
     def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice]):
         """Prompt-free items go through the model's `auto_decoder`, box and click items through SAM's own."""
         auto = [i for i, p in enumerate(prompts) if p.label_index is not None]
-        if len(auto) in (0, len(prompts)):
+        boxes = [i for i, p in enumerate(prompts) if p.label_index is None]
+        if not auto or not boxes:
             decoder = model.auto_decoder if auto else model.sam.mask_decoder
             return self._decode_with(decoder, model, embeddings, prompts, prepared)
-        logits = iou = None
-        for decoder, rows in ((model.auto_decoder, auto),
-                              (model.sam.mask_decoder, [i for i in range(len(prompts)) if i not in set(auto)])):
-            part_logits, part_iou = self._decode_with(decoder, model, embeddings[rows], [prompts[i] for i in rows],
-                                                      [prepared[i] for i in rows])
-            if logits is None:
-                logits = part_logits.new_empty((len(prompts), *part_logits.shape[1:]))
-                iou = part_iou.new_empty(len(prompts))
-            index = torch.tensor(rows, device=part_logits.device)
-            logits = logits.index_copy(0, index, part_logits)
-            iou = iou.index_copy(0, index, part_iou)
-        return logits, iou
+        parts = [self._decode_with(decoder, model, embeddings[rows], [prompts[i] for i in rows],
+                                   [prepared[i] for i in rows])
+                 for decoder, rows in ((model.auto_decoder, auto), (model.sam.mask_decoder, boxes))]
+        order = torch.argsort(torch.tensor(auto + boxes, device=embeddings.device))  # back to the prompts' order
+        return torch.cat([p[0] for p in parts])[order], torch.cat([p[1] for p in parts])[order]
 
     def _decode_with(self, decoder: nn.Module, model, embeddings, prompts: list[SlicePrompt],
                      prepared: list[PreparedSlice]):
