@@ -8,7 +8,7 @@ PORT       ?= 8000
 STUDIES    ?= datastore
 PYTEST_ARGS ?=
 
-.PHONY: serve test install datastore clean-datastore bench-adapt bench-speed bench-al bench-site
+.PHONY: serve test install datastore pacs clean-datastore bench-adapt bench-speed bench-al bench-site
 
 # Stamp files make the install idempotent: re-run only when the pins or the extras change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -23,13 +23,26 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 # The sample datastore is built from registry packages only (pyradiomics sdist, nilearn); see monailabel_app/scripts.
+# STUDIES may instead be a PACS's DICOMweb URL (make serve STUDIES=http://127.0.0.1:8042/dicom-web): then there is
+# no local datastore to build.
+ifeq ($(findstring ://,$(STUDIES)),)
 $(STUDIES)/.complete: $(VENV)/.installed
 	$(PY) monailabel_app/scripts/build_sample_datastore.py --out $(STUDIES)
 
 datastore: $(STUDIES)/.complete
+SERVE_DATA := datastore
+else
+datastore:
+	@echo "STUDIES is a DICOMweb URL ($(STUDIES)): images come from that PACS, there is no datastore folder to build"
+endif
 
-serve: install datastore
+serve: install $(SERVE_DATA)
 	$(PY) monailabel_app/scripts/serve.py --studies $(STUDIES) --host $(HOST) --port $(PORT)
+
+# A local Orthanc PACS (Debian's packages, unprivileged, 127.0.0.1:8042) holding the sample series as DICOM, to try
+# `make serve STUDIES=http://127.0.0.1:8042/dicom-web` before pointing the server at the site's PACS.
+pacs: install datastore
+	$(PY) monailabel_app/scripts/local_orthanc.py --port 8042 --studies $(STUDIES)
 
 test: install
 	$(PY) -m ruff check .

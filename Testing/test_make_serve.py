@@ -39,3 +39,13 @@ def test_make_serve_answers_info(sample_datastore, tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
+
+
+def test_make_serve_takes_a_dicomweb_url():
+    """With a PACS URL as STUDIES, make serve builds no datastore folder and hands the URL to serve.py as it is."""
+    url = "http://127.0.0.1:8042/dicom-web"
+    plan = subprocess.run(["make", "-n", "serve", f"STUDIES={url}"], cwd=str(ROOT),
+                          capture_output=True, text=True, env={**os.environ, "MAKEFLAGS": ""})
+    assert plan.returncode == 0, plan.stderr
+    assert "build_sample_datastore" not in plan.stdout
+    assert f"serve.py --studies {url} " in plan.stdout

@@ -48,6 +48,13 @@ class MedFMAdaptApp(MONAILabelApp):
     def init_datastore(self):
         from monailabel.config import settings
 
+        if self.studies.startswith(("http://", "https://")):
+            if settings.MONAI_LABEL_DATASTORE.lower() not in ("", "dicomweb"):
+                return super().init_remote_datastore()  # XNAT, DSA: MONAI Label's own, unchecked
+            from lib.pacs_datastore import open_pacs
+
+            self.studies = self.studies.rstrip("/").strip()
+            return open_pacs(self.studies, self.medsam.settings.models_dir, self.medsam.labels)
         return ValidatingDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
                                    auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                                    read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)

@@ -67,6 +67,10 @@ class ValidatingDatastore(LocalDatastore):
             raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
         with plain_errors():
             load_label(label_filename, read_image(image_uri))
+        return self._store_label(image_id, label_filename, label_tag, label_info)
+
+    def _store_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Where a checked label goes: here, the local folder; a PACS datastore writes final labels to the PACS."""
         return self._save_label_atomically(image_id, label_filename, label_tag, label_info)
 
     def _save_label_atomically(self, image_id: str, label_filename: str, label_tag: str,

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -26,13 +27,22 @@ SERVER_ENV = {
     # and after each next-sample request; unchanged images are skipped, so this stays cheap.
     "MONAI_LABEL_AUTO_UPDATE_SCORING": "true",
     "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+    # With a PACS (--studies http://.../dicom-web), every image series is an image (MONAI Label keeps CT only);
+    # SEG, SR, RT and other non-image series are always left out.
+    "MONAI_LABEL_DICOMWEB_SEARCH_FILTER": "{}",
 }
+
+
+def is_url(studies: str) -> bool:
+    """A DICOMweb URL (a PACS) rather than a datastore folder."""
+    return str(studies).startswith(("http://", "https://"))
 
 
 def command(studies: str, host: str, port: int, conf: list[tuple[str, str]]) -> list[str]:
     # What the `monailabel` CLI script runs, with this interpreter rather than whichever `python` is on PATH.
+    studies = str(studies) if is_url(studies) else str(Path(studies).resolve())
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-           "--studies", str(Path(studies).resolve()), "--host", host, "--port", str(port)]
+           "--studies", studies, "--host", host, "--port", str(port)]
     for key, value in conf:
         cmd += ["--conf", key, value]
     return cmd
@@ -56,7 +66,8 @@ class ServerProcess:
 
     def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None,
                  env: dict[str, str] | None = None, timeout: float = 300):
-        self.studies, self.models, self.log = Path(studies), Path(models), Path(log)
+        self.studies = studies if is_url(str(studies)) else Path(studies)
+        self.models, self.log = Path(models), Path(log)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, __file__, "--studies", str(studies), "--port", str(self.port),
@@ -100,6 +111,18 @@ class ServerProcess:
         self._log_handle.close()
 
 
+def _check_dicomweb(url: str) -> None:
+    """Say at once, in words, when the PACS cannot be reached, rather than after the model has loaded."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/studies?limit=1", timeout=10):
+            pass
+    except urllib.error.HTTPError as err:
+        if err.code not in (401, 403):  # with credentials set, MONAI Label's own session authenticates
+            sys.exit(f"error: the DICOMweb server at {url} answered {err.code} to a QIDO-RS study search")
+    except OSError as err:
+        sys.exit(f"error: cannot reach the DICOMweb server at {url}: {err}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--studies", default="datastore")
@@ -107,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     args = parser.parse_args(argv)
-    if not Path(args.studies).is_dir():
+    if is_url(args.studies):
+        _check_dicomweb(args.studies)
+    elif not Path(args.studies).is_dir():
         sys.exit(f"error: datastore folder {args.studies} does not exist; `make serve` builds the sample one")
     cmd = command(args.studies, args.host, args.port, args.conf)
     print("starting:", " ".join(cmd), flush=True)
