@@ -159,3 +159,22 @@ def test_label_goes_to_the_pacs_as_seg_then_trains(pacs, pacs_server, pacs_clien
     auto_file, auto_params = pacs_client.infer("medsam_auto", brain1, {"adapter": version})
     auto, _ = read_ijk(auto_file)
     assert auto_params["mode"] == "automatic" and set(np.unique(auto).tolist()) <= {0, 1}
+
+
+def test_a_pacs_that_goes_down_answers_502_and_nothing_changes(sample_datastore, tmp_path):
+    """In-process, against its own Orthanc: a final label the PACS cannot store leaves the cache as it was."""
+    from fastapi import HTTPException
+    from lib.pacs_datastore import PACSDatastore
+
+    series = build_sample_series(sample_datastore, ROOT / "build" / "sample_dicom")
+    with OrthancProcess() as orthanc:
+        upload([s for s in series if s.name == "lung2"], orthanc.dicomweb)
+        store = PACSDatastore(DICOMwebClient(url=orthanc.dicomweb), str(tmp_path / "cache"), {"lesion": 1})
+        (lung2,) = store.list_images()
+        assert store.get_image_uri(lung2)  # fetched while the PACS was up
+        orthanc.stop()
+        with pytest.raises(HTTPException) as refused:
+            store.save_label(lung2, str(sample_datastore / "labels" / "final" / "lung2.nii.gz"), "final", {})
+    assert refused.value.status_code == 502 and "PACS" in refused.value.detail
+    assert store.get_labels_by_image_id(lung2) == {}
+    assert not list((tmp_path / "cache" / "labels").rglob("*.nii.gz"))

@@ -61,6 +61,9 @@ class PACSDatastore(ValidatingDatastore):
     def __init__(self, client: DICOMwebClient, cache_path: str, labels: dict[str, int],
                  search_filter: dict[str, Any] | None = None):
         self._client = client
+        # dicomweb_client retries a refused connection 5 times, 1+2+4+8+16 s apart: a PACS that is down would hold
+        # every request for half a minute. Three tries within about a second still ride out a brief hiccup.
+        client.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=200)
         self._url = client.base_url
         self._labels = dict(labels)
         self._search_filter = dict(search_filter or {})
