@@ -164,6 +164,7 @@ def test_label_goes_to_the_pacs_as_seg_then_trains(pacs, pacs_server, pacs_clien
 def test_a_pacs_that_goes_down_answers_502_and_nothing_changes(sample_datastore, tmp_path):
     """In-process, against its own Orthanc: a final label the PACS cannot store leaves the cache as it was."""
     from fastapi import HTTPException
+
     from lib.pacs_datastore import PACSDatastore
 
     series = build_sample_series(sample_datastore, ROOT / "build" / "sample_dicom")
