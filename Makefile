@@ -8,7 +8,7 @@ PORT       ?= 8000
 STUDIES    ?= datastore
 PYTEST_ARGS ?=
 
-.PHONY: serve test install datastore pacs clean-datastore bench-adapt bench-speed bench-al bench-site
+.PHONY: serve test install datastore pacs clean-datastore bench-adapt bench-speed bench-al bench-site fl-sim bench-federated
 
 # Stamp files make the install idempotent: re-run only when the pins or the extras change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -66,3 +66,11 @@ bench-speed: install datastore
 
 bench-al: install datastore
 	$(PY) benchmarks/active_learning.py --studies $(STUDIES) $(BENCH_ARGS)
+
+# Federated adaptation on NVFlare's simulator, offline on 127.0.0.1: three sites cut from the sample datastore.
+# fl-sim prints each round and each site's guard decision; bench-federated adds local-only and pooled baselines.
+fl-sim: install datastore
+	$(PY) benchmarks/federated.py --studies $(STUDIES) --size sim $(BENCH_ARGS)
+
+bench-federated: install datastore
+	$(PY) benchmarks/federated.py --studies $(STUDIES) --size cpu $(BENCH_ARGS)

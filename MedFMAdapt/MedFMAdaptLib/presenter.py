@@ -128,6 +128,7 @@ class AdapterRow:
     reason: str = ""
     by_hand: bool = False
     prompts_only: bool = False
+    federated: str = ""
 
     @property
     def label(self) -> str:
@@ -137,7 +138,7 @@ class AdapterRow:
             dice = f"no held-out Dice (validation {self.val_dice:.3f})"
         else:
             dice = "not evaluated"
-        method = f" ({self.method})" if self.method else ""
+        method = f" ({self.method}{', ' + self.federated if self.federated else ''})" if self.method else ""
         flags = (["active"] if self.active else []) + (["activated by hand"] if self.by_hand else []) + \
             (["not activated by the guard"] if self.guard is False else []) + \
             (["automatic off"] if self.prompts_only else [])
@@ -385,6 +386,7 @@ class Presenter:
                 reason=str((a.get("decision") or {}).get("reason") or ""),
                 by_hand=bool((a.get("decision") or {}).get("manual")),
                 prompts_only=(a.get("decision") or {}).get("serves") == ["interactive"],
+                federated=_federation_words((a.get("imported_from") or {}).get("federation")),
             )
             for a in registry.get("adapters") or []
             if isinstance(a, dict)
@@ -392,3 +394,12 @@ class Presenter:
         if not any(r.version == "base" for r in rows):
             rows.insert(0, AdapterRow("base", active=active == "base"))
         return rows
+
+
+def _federation_words(federation: Any) -> str:
+    """'federated: 3 sites, 3 rounds' for a version a federation made; empty otherwise."""
+    if not isinstance(federation, dict):
+        return ""
+    sites, rounds = federation.get("sites") or {}, federation.get("rounds")
+    n = len(sites) if isinstance(sites, dict) else 0
+    return f"federated: {n} site{'s' * (n != 1)}, {rounds} round{'s' * (rounds != 1)}"

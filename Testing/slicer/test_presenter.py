@@ -129,6 +129,16 @@ def test_adapter_list_says_when_automatic_mode_stays_off(connected, info, regist
     assert connected.state.adapters[1].label == "v0001 (lora), held-out Dice 0.682 [active, automatic off]"
 
 
+def test_adapter_list_shows_a_federated_version(connected, info, registry):
+    """A version a federation made says so, with how many sites and rounds made it."""
+    origin = {"id": None, "created": None, "note": "",
+              "federation": {"id": "fl-1a2b3c4d", "rounds": 3, "sites": {"site-a": 5, "site-b": 5, "site-c": 4}}}
+    rows = [like(registry["adapters"][0], imported_from=origin), registry["adapters"][1]]
+    connected.registry_changed(like(registry, adapters=rows))
+    assert connected.state.adapters[1].label.startswith("v0001 (lora, federated: 3 sites, 3 rounds), held-out Dice")
+    assert connected.state.adapters[2].federated == ""
+
+
 def test_registry_with_base_active_and_after_rollback(connected, info, registry):
     connected.connected("http://127.0.0.1:8000", info, adapters=like(registry, active="base", adapters=[]))
     assert [a.label for a in connected.state.adapters] == ["base, not evaluated [active]"]

@@ -50,9 +50,10 @@ def import_archive(store: AdapterStore, backend: FMBackend, base_model: nn.Modul
         manifest = _check_manifest(staging, backend)
         _check_hashes(staging, manifest)
         _check_weights(staging, base_model)
-        manifest = {**manifest, "imported_from": {"id": manifest.get("id"), "created": manifest.get("created"),
-                                                  "note": manifest.get("note", "")},
-                    "parent": None, "note": note or manifest.get("note", "")}
+        origin = {"id": manifest.get("id"), "created": manifest.get("created"), "note": manifest.get("note", "")}
+        if isinstance(manifest.get("federation"), dict):  # which federation, round and sites made it
+            origin["federation"] = manifest["federation"]
+        manifest = {**manifest, "imported_from": origin, "parent": None, "note": note or manifest.get("note", "")}
         return store.commit(staging, manifest)
     except BaseException:
         store.discard(staging)

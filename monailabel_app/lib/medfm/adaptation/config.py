@@ -66,6 +66,8 @@ class AdaptConfig:
                                      "train on, and still go live, in [-1, 1]; 0 = at least as good", 0.0)
     images: list[str] | None = _help("train on these datastore image ids only; empty = every labelled image that "
                                      "is not held out", None)
+    freeze_lora_a: bool = _help("keep LoRA's A factors at their initial values and train B only (FFA-LoRA): what "
+                                "makes averaging adapters across sites exact; LoRA/DoRA only", False)
     note: str = _help("free text kept in the version's manifest", "")
 
     def __post_init__(self) -> None:
@@ -99,6 +101,8 @@ class AdaptConfig:
             bad(f"preserve_weight must be in [0, 100], got {self.preserve_weight}")
         if not 0 <= self.box_jitter <= 1:
             bad(f"box_jitter must be in [0, 1], got {self.box_jitter}")
+        if self.freeze_lora_a and self.method not in ("lora", "dora"):
+            bad(f"freeze_lora_a needs method lora or dora, got {self.method!r}")
         if self.target_modules is not None:
             try:
                 re.compile(self.target_modules)

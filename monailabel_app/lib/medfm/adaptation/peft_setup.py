@@ -26,7 +26,12 @@ def make_trainable(base_model: nn.Module, backend: FMBackend, cfg: AdaptConfig) 
         config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, use_dora=cfg.method == "dora",
                             target_modules=cfg.target_modules or targets.lora_target_regex,
                             modules_to_save=head or None)
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
+        if cfg.freeze_lora_a:
+            for name, p in model.named_parameters():
+                if ".lora_A." in name:
+                    p.requires_grad_(False)
+        return model
     for p in model.parameters():
         p.requires_grad_(cfg.method == "full")
     auto_decoder = list(targets.auto_decoder_modules) if cfg.auto_head else []

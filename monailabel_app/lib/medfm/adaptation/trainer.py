@@ -41,11 +41,14 @@ class AdaptResult:
 def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], val: list[SliceSample],
           cfg: AdaptConfig, label_tokens: dict[int, int], device: str = "cpu",
           on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          log: Callable[[str], None] = print, precision: str = "auto") -> AdaptResult:
+          log: Callable[[str], None] = print, precision: str = "auto",
+          start_from: dict[str, torch.Tensor] | None = None) -> AdaptResult:
     """Train `cfg.method` on `train` slices, validate on `val` (other images), keep the best epoch's weights.
 
     `label_tokens` maps a label value to the index of its learned prompt token (the prompt-free head).
     `precision` ('auto', 'bf16', 'fp32') is the mixed-precision mode of the forward passes; weights stay fp32.
+    `start_from`: adapter tensors (by the trainable model's names) to start from instead of the method's fresh
+    initialisation, e.g. a federation's global adapter.
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -57,6 +60,10 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     model = make_trainable(base_model, backend, cfg).to(dev)
+    if start_from:
+        unexpected = model.load_state_dict(start_from, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"start_from holds {len(unexpected)} tensors this model lacks, e.g. {unexpected[:2]}")
     trainable, total = count_parameters(model)
     log(f"method={cfg.method} trainable={trainable} of {total} ({100 * trainable / total:.3f}%) "
         f"train_slices={len(train)} val_slices={len(val)} precision={mode} "

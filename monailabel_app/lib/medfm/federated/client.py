@@ -1,0 +1,50 @@
+"""The NVFlare client script a site runs: receive the global adapter, train on the site's own datastore, send back
+the change of the adapter's trained tensors, weighted by the site's labelled slices. Images and labels never leave.
+
+Run by NVFlare's ScriptRunner (simulator or a provisioned site); `lib` must be importable (PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--studies", required=True, help="this site's MONAI Label datastore folder")
+    parser.add_argument("--config", required=True, help="the federation's config JSON")
+    parser.add_argument("--labels", required=True, help="JSON file of the server labels, name -> value")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    import nvflare.client as flare
+    from nvflare.apis.fl_constant import FLMetaKey
+    from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+
+    from lib.medfm.federated.config import FederatedConfig
+    from lib.medfm.federated.site import SiteData, SiteTrainer
+    from lib.medfm.service import MedFMService
+    from lib.medfm.settings import Settings
+
+    flare.init()
+    site_name = flare.get_site_name()
+    cfg = FederatedConfig.load(args.config)
+    labels = json.loads(Path(args.labels).read_text())
+    service = MedFMService(Settings(models_dir=Path(tempfile.mkdtemp()), device=args.device, labels=labels))
+    site = SiteData.read(args.studies, site_name)
+    trainer = SiteTrainer(service.backend, service.segmenter.base, site, cfg, labels, args.device,
+                          log=lambda line: print(f"[{site_name}] {line}", flush=True))
+    while flare.is_running():
+        received = flare.receive()
+        update, metrics = trainer.train_round(received.params)
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        print(f"[{site_name}] round {received.current_round}: {json.dumps(metrics)}", flush=True)
+        flare.send(FLModel(params=update, params_type=ParamsType.DIFF, metrics=metrics,
+                           meta={FLMetaKey.NUM_STEPS_CURRENT_ROUND: trainer.n_slices}))
+
+
+if __name__ == "__main__":
+    main()

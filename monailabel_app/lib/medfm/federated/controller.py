@@ -1,0 +1,63 @@
+"""NVFlare's FedAvg, kept as it is, with two duties added for adapters: the global adapter is saved as safetensors
+(NVFlare's default file is a FOBS pickle, which a site must never load), and every update the server receives is
+recorded by name, shape, bytes and weight, so a run can show that only adapter tensors crossed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from nvflare.app_common.abstract.fl_model import FLModel
+from nvflare.app_common.workflows.base_fedavg import _get_client_name, _get_num_steps_weight
+from nvflare.app_common.workflows.fedavg import FedAvg
+from safetensors.numpy import load_file, save_file
+
+GLOBAL_ADAPTER = "global_adapter.safetensors"
+EXCHANGE_LOG = "exchange.json"
+
+
+class AdapterFedAvg(FedAvg):
+    def __init__(self, *args, initial: str, out_dir: str, **kwargs):
+        """`initial`: the safetensors file of the adapter every site starts from; `out_dir`: where the global
+        adapter and the exchange record are written."""
+        kwargs["persistor_id"] = ""  # no persistor: the model is read and written here, never as a pickle
+        super().__init__(*args, **kwargs)
+        self.initial, self.out_dir = initial, out_dir
+        self._log: list[dict] = []
+
+    def load_model(self) -> FLModel:
+        return FLModel(params=load_file(self.initial))
+
+    def _aggregate_one_result(self, result: FLModel) -> bool:
+        params = result.params or {}
+        os.makedirs(self.out_dir, exist_ok=True)
+        self._log.append({
+            "round": self.current_round, "site": _get_client_name(result), "params_type": str(result.params_type),
+            "weight": _get_num_steps_weight(result), "metrics": result.metrics or {},
+            "tensors": {k: list(np.shape(v)) for k, v in params.items()},
+            "bytes": int(sum(np.asarray(v).nbytes for v in params.values())),
+        })
+        if self._keep_values():
+            save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()},
+                      os.path.join(self.out_dir, f"update-r{self.current_round}-{self._log[-1]['site']}.safetensors"))
+        self._write_log()
+        return super()._aggregate_one_result(result)
+
+    def _keep_values(self) -> bool:
+        """Tests check the average against what each site sent; a real run keeps names and shapes only."""
+        return os.environ.get("MEDFM_FL_KEEP_UPDATES") == "1"
+
+    def _write_log(self) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+        tmp = os.path.join(self.out_dir, f".{EXCHANGE_LOG}.partial")
+        with open(tmp, "w") as f:
+            json.dump(self._log, f)
+        os.replace(tmp, os.path.join(self.out_dir, EXCHANGE_LOG))
+
+    def save_model_file(self, model: FLModel, filepath: str) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+        tmp = os.path.join(self.out_dir, f".{GLOBAL_ADAPTER}.partial")
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}, tmp,
+                  metadata={"round": str(self.current_round)})
+        os.replace(tmp, os.path.join(self.out_dir, GLOBAL_ADAPTER))
