@@ -17,6 +17,7 @@ Every adapter reaches the site through the registry's checked import and its gua
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -107,29 +108,73 @@ def baseline(name: str, specs: list[SiteSpec], train_sites: list[SiteData], cfg:
     return out
 
 
-def to_markdown(size_name: str, size: dict, rows: list[dict], fed: dict, full_bytes: int, wall: float) -> str:
+TIE = 0.005  # Dice differences within this are called a tie: one seed, slabs of one template
+
+
+def versus(new: float | None, old: float | None) -> str | None:
+    if new is None or old is None:
+        return None
+    delta = new - old
+    word = "yes" if delta > TIE else "no" if delta < -TIE else "tie"
+    return f"{word} ({delta:+.3f})"
+
+
+def table_rows(sites: list[str], shifted: list[str], federated: dict, local: dict, pooled: dict) -> list[dict]:
+    rows = []
+    for name in sites:
+        f, lo, po = federated[name], local.get(name, {}), pooled.get(name, {})
+        rows.append({"site": name, "data": "shifted scanner" if name in shifted else "as acquired",
+                     "zero-shot box": f["base_box"], "local box": lo.get("box"), "federated box": f["box"],
+                     "pooled box": po.get("box"), "local auto": lo.get("auto"), "federated auto": f["auto"],
+                     "pooled auto": po.get("auto"), "federated live": f["activated"],
+                     "federated beats local, box": versus(f["box"], lo.get("box")),
+                     "federated beats local, auto": versus(f["auto"], lo.get("auto"))})
+    return rows
+
+
+def to_markdown(size_name: str, size: dict, rows: list[dict], federation: dict, exchange: list[dict],
+                fl_wall_s: float, full_bytes: int, wall: float) -> str:
     lines = [f"Federated adaptation, size `{size_name}`: {size['sites']} sites, {size['rounds']} round(s) x "
-             f"{size['local_epochs']} local epoch(s), method {fed['federation']['method']} "
-             f"(FFA-LoRA: {fed['federation']['ffa']}), {size['slices_per_image']} labelled slices per training "
-             f"image, batch {size['batch']}. Held-out Dice per site (grey and white matter, mean of both):", ""]
+             f"{size['local_epochs']} local epoch(s), method {federation['method']} (FFA-LoRA: {federation['ffa']}), "
+             f"{size['slices_per_image']} labelled slices per training image, batch {size['batch']}, one seed. "
+             "Held-out Dice per site (grey and white matter, mean of both; box = 3D roi from the label, auto = "
+             f"prompt-free); 'tie' = within {TIE}:", ""]
     columns = ["site", "data", "zero-shot box", "local box", "federated box", "pooled box", "local auto",
-               "federated auto", "pooled auto", "federated live", "beats local (box)"]
+               "federated auto", "pooled auto", "federated live", "federated beats local, box",
+               "federated beats local, auto"]
     lines.append(common.markdown_table(rows, columns))
-    sent = bytes_per_round(fed["exchange"])
-    lines += ["", f"Sent per round per site: {', '.join(f'{k} {v / 2**20:.2f} MB' for k, v in sent.items())} "
+    sent = bytes_per_round(exchange)
+    lines += ["", f"Sent per round per site: {', '.join(f'{k} {v / 2**20:.2f} MB' for k, v in sorted(sent.items()))} "
                   f"(adapter tensors only; the whole FM would be {full_bytes / 2**20:.1f} MB). Federation on "
-                  f"NVFlare's simulator: {fed['fl_wall_s']} s; whole benchmark {wall:.0f} s.",
+                  f"NVFlare's simulator: {fl_wall_s} s (two client threads share the 2 cores, so each round "
+                  f"waits for two sites training at once); whole benchmark {wall:.0f} s.",
               "", "Data: slabs of one template (MNI152), so sites differ in anatomy level and, at the shifted site, "
                   "a simulated scanner; not in subject. Local and pooled train as many epochs as the federation "
-                  "ran, from the same initial adapter; every adapter reaches a site through the checked import and "
-                  "its guard ('federated live')."]
+                  "ran, from the same initial adapter and with the same recipe (FFA-LoRA: A frozen); every adapter "
+                  "reaches a site through the checked import and its guard ('federated live')."]
     return "\n".join(lines)
+
+
+def render(json_path: Path) -> None:
+    """Rewrite the markdown of a result JSON from its measurements (after a change to the report)."""
+    data = json.loads(json_path.read_text())
+    sites = sorted(data["federated"])
+    rows = table_rows(sites, data.get("shifted_sites", []), data["federated"], data["local"], data["pooled"])
+    markdown = to_markdown(data["size"], data["config"], rows, data["federation"], data["exchange"],
+                           data["fl_wall_s"], data["full_model_bytes"], data["total_wall_s"])
+    data["rows"] = rows
+    common.write_results("federated", data["size"], data["machine"], {k: v for k, v in data.items()
+                                                                     if k not in ("machine", "size")}, markdown)
+    print(markdown)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="build sites and workspace here and keep them (default: temp)")
+    parser.add_argument("--render", type=Path, help="rewrite the markdown of a result JSON, without measuring")
     args, size_name = common.parse_args(parser, SIZES)
+    if args.render:
+        return render(args.render)
     if size_name not in SIZES:
         size_name = "cpu"
     size = SIZES[size_name]
@@ -161,18 +206,13 @@ def main() -> None:
             pooled = baseline("pooled", specs, list(sites.values()), cfg, dev, work, log)
         service = MedFMService(Settings(models_dir=work / "full", device=dev, labels=LABELS))
         full_bytes = sum(v.numel() * 4 for v in service.segmenter.base.state_dict().values())
-        rows = []
-        for spec in specs:
-            f, lo, po = federated[spec.name], local.get(spec.name, {}), pooled.get(spec.name, {})
-            rows.append({"site": spec.name, "data": "shifted" if "shift" in str(sites[spec.name].heldout[0].image_id)
-                         else "as acquired", "zero-shot box": f["base_box"], "local box": lo.get("box"),
-                         "federated box": f["box"], "pooled box": po.get("box"), "local auto": lo.get("auto"),
-                         "federated auto": f["auto"], "pooled auto": po.get("auto"),
-                         "federated live": f["activated"],
-                         "beats local (box)": None if not lo else bool(f["box"] >= lo["box"])})
+        shifted = [s.name for s in specs if "shift" in sites[s.name].heldout[0].image_id]
+        rows = table_rows([s.name for s in specs], shifted, federated, local, pooled)
         wall = time.perf_counter() - start
-        markdown = to_markdown(size_name, size, rows, fed, full_bytes, wall)
-        data = {"config": size, "federation_config": cfg.to_json(), "device": dev, "rows": rows,
+        markdown = to_markdown(size_name, size, rows, fed["federation"], fed["exchange"], fed["fl_wall_s"],
+                               full_bytes, wall)
+        data = {"config": size, "shifted_sites": shifted, "federation_config": cfg.to_json(), "device": dev,
+                "rows": rows,
                 "federated": federated, "local": local, "pooled": pooled, "exchange": fed["exchange"],
                 "federation": fed["federation"], "fl_wall_s": fed["fl_wall_s"], "adapter_bytes": fed["adapter_bytes"],
                 "initial_adapter_bytes": nbytes(fed["initial"]), "full_model_bytes": full_bytes,
