@@ -1,5 +1,7 @@
 """The NVFlare client script a site runs: receive the global adapter, train on the site's own datastore, send back
 the change of the adapter's trained tensors, weighted by the site's labelled slices. Images and labels never leave.
+After the last round the final adapter arrives in a `validate` task: the site imports it into its own registry
+(checked import) and its guard decides on the site's held-out images; only the decision goes back.
 
 Run by NVFlare's ScriptRunner (simulator or a provisioned site); `lib` must be importable (PYTHONPATH).
 """
@@ -17,6 +19,7 @@ def main() -> None:
     parser.add_argument("--studies", required=True, help="this site's MONAI Label datastore folder")
     parser.add_argument("--config", required=True, help="the federation's config JSON")
     parser.add_argument("--labels", required=True, help="JSON file of the server labels, name -> value")
+    parser.add_argument("--models", required=True, help="this site's models folder (its adapter registry)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -25,7 +28,9 @@ def main() -> None:
     from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
     from lib.medfm.federated.config import FederatedConfig
+    from lib.medfm.federated.receive import receive_global_adapter
     from lib.medfm.federated.site import SiteData, SiteTrainer
+    from lib.medfm.registry import Registry
     from lib.medfm.service import MedFMService
     from lib.medfm.settings import Settings
 
@@ -39,6 +44,16 @@ def main() -> None:
                           log=lambda line: print(f"[{site_name}] {line}", flush=True))
     while flare.is_running():
         received = flare.receive()
+        if flare.is_evaluate():
+            registry = Registry(MedFMService(Settings(models_dir=Path(args.models), device=args.device,
+                                                      labels=labels)))
+            federation = {**(received.meta or {}).get("federation", {}), "method": cfg.method, "ffa": cfg.ffa,
+                          "clip_norm": cfg.clip_norm, "noise_multiplier": cfg.noise_multiplier}
+            outcome = receive_global_adapter(registry, trainer, received.params, federation, site.heldout)
+            print(f"[{site_name}] final adapter imported as {outcome['version']}: "
+                  f"{outcome['decision']['reason']}", flush=True)
+            flare.send(FLModel(params={}, meta={"decision": outcome["decision"], "version": outcome["version"]}))
+            continue
         update, metrics = trainer.train_round(received.params)
         metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         print(f"[{site_name}] round {received.current_round}: {json.dumps(metrics)}", flush=True)

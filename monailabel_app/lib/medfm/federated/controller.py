@@ -1,6 +1,8 @@
-"""NVFlare's FedAvg, kept as it is, with two duties added for adapters: the global adapter is saved as safetensors
-(NVFlare's default file is a FOBS pickle, which a site must never load), and every update the server receives is
-recorded by name, shape, bytes and weight, so a run can show that only adapter tensors crossed."""
+"""NVFlare's FedAvg, kept as it is, with three duties added for adapters: the global adapter is saved as
+safetensors (NVFlare's default file is a FOBS pickle, which a site must never load); every update the server
+receives is recorded by name, shape, bytes and weight, so a run can show that only adapter tensors crossed; and
+after the last round the final adapter goes to every site in a `validate` task, with the federation's record, for
+the site to import through its checked import and judge with its own guard (what each site decided comes back)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from safetensors.numpy import load_file, save_file
 
 GLOBAL_ADAPTER = "global_adapter.safetensors"
 EXCHANGE_LOG = "exchange.json"
+DECISIONS = "site_decisions.json"
+RECEIVE_TASK = "validate"  # NVFlare's evaluate task name: the Client API's is_evaluate() is true for it
 
 
 class AdapterFedAvg(FedAvg):
@@ -28,6 +32,22 @@ class AdapterFedAvg(FedAvg):
 
     def load_model(self) -> FLModel:
         return FLModel(params=load_file(self.initial))
+
+    def run(self) -> None:
+        super().run()
+        final = os.path.join(self.out_dir, GLOBAL_ADAPTER)
+        if self.abort_signal.triggered or not os.path.exists(final) or not self._log:
+            return
+        last = max(row["round"] for row in self._log)
+        federation = {"id": self.fl_ctx.get_job_id(), "rounds": last + 1,
+                      "sites": {row["site"]: row["weight"] for row in self._log if row["round"] == last}}
+        results = self.send_model_and_wait(task_name=RECEIVE_TASK, data=FLModel(
+            params=load_file(final), meta={"federation": federation}))
+        decisions = {_get_client_name(r): {"version": (r.meta or {}).get("version"),
+                                           "decision": (r.meta or {}).get("decision")} for r in results}
+        with open(os.path.join(self.out_dir, DECISIONS), "w") as f:
+            json.dump({"federation": federation, "sites": decisions}, f, indent=1)
+        self.info(f"sites' decisions on the final adapter: {decisions}")
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
         params = result.params or {}

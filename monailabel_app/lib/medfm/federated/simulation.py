@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ..registry import Registry
 from ..service import MedFMService
 from ..settings import Settings
 from .config import FederatedConfig
-from .controller import EXCHANGE_LOG, GLOBAL_ADAPTER, AdapterFedAvg
+from .controller import DECISIONS, EXCHANGE_LOG, GLOBAL_ADAPTER, AdapterFedAvg
 from .exchange import nbytes
 from .privacy import ClipAndNoise
-from .receive import receive_global_adapter
-from .site import SiteData, SiteTrainer, initial_adapter
+from .site import initial_adapter
 
 CLIENT_SCRIPT = Path(__file__).with_name("client.py")
 LIB_ROOT = Path(__file__).resolve().parents[3]  # monailabel_app/, where `lib` is importable from
@@ -39,13 +37,14 @@ class SiteSpec:
     models: Path
 
 
-def run_simulation(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path, labels: dict[str, int],
-                   device: str = "cpu", log=print) -> dict:
+def build_job(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path, labels: dict[str, int],
+              device: str = "cpu", log=print):
+    """The NVFlare job: AdapterFedAvg on the server starting from one seeded adapter, the client script (and the
+    privacy filter, if set) at each site. Returns (job, initial adapter, folder of the global adapter)."""
     from nvflare.job_config.api import FedJob
     from nvflare.job_config.defs import FilterType
     from nvflare.job_config.script_runner import FrameworkType, ScriptRunner
 
-    started = time.perf_counter()
     workspace = Path(workspace)
     shutil.rmtree(workspace, ignore_errors=True)
     out_dir = workspace / "global"
@@ -58,21 +57,28 @@ def run_simulation(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path,
     initial = initial_adapter(service.backend, service.segmenter.base, cfg)
     log(f"initial adapter: {len(initial)} tensors, {nbytes(initial) / 2**20:.2f} MB")
 
-    federation_id = f"fl-{uuid.uuid4().hex[:8]}"
-    job = FedJob(name=federation_id, min_clients=len(sites))
+    job = FedJob(name=f"fl-{uuid.uuid4().hex[:8]}", min_clients=len(sites))
     save_file(initial, str(workspace / "initial_adapter.safetensors"))
     job.to(AdapterFedAvg(num_clients=len(sites), num_rounds=cfg.rounds, out_dir=str(out_dir),
                          initial=str(workspace / "initial_adapter.safetensors")), "server")
     for spec in sites:
-        args = f"--studies {spec.studies} --config {config_path} --labels {labels_path} --device {device}"
+        args = (f"--studies {spec.studies} --models {spec.models} --config {config_path} --labels {labels_path} "
+                f"--device {device}")
         job.to(ScriptRunner(script=str(CLIENT_SCRIPT), script_args=args, framework=FrameworkType.NUMPY), spec.name)
         if cfg.clip_norm:
             job.to(ClipAndNoise(cfg.clip_norm, cfg.noise_multiplier), spec.name, filter_type=FilterType.TASK_RESULT,
                    tasks=["train"])
+    return job, initial, out_dir
+
+
+def run_simulation(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path, labels: dict[str, int],
+                   device: str = "cpu", log=print) -> dict:
+    started = time.perf_counter()
+    job, initial, out_dir = build_job(sites, cfg, workspace, labels, device, log)
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = f"{LIB_ROOT}{os.pathsep}{path}" if path else str(LIB_ROOT)
     try:
-        job.simulator_run(str(workspace / "nvflare"), threads=min(2, len(sites)))
+        job.simulator_run(str(Path(workspace) / "nvflare"), threads=min(2, len(sites)))
     finally:
         if path:
             os.environ["PYTHONPATH"] = path
@@ -84,20 +90,17 @@ def run_simulation(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path,
     exchange = json.loads((out_dir / EXCHANGE_LOG).read_text())
     fl_seconds = time.perf_counter() - started
 
-    last = max(row["round"] for row in exchange)
-    federation = {"id": federation_id, "rounds": cfg.rounds, "method": cfg.method, "ffa": cfg.ffa,
-                  "sites": {row["site"]: row["weight"] for row in exchange if row["round"] == last},
-                  "clip_norm": cfg.clip_norm, "noise_multiplier": cfg.noise_multiplier}
+    # Each site imported the final adapter itself (the controller's last task); here we read what they decided.
+    record = json.loads((out_dir / DECISIONS).read_text())
+    federation = {**record["federation"], "method": cfg.method, "ffa": cfg.ffa, "clip_norm": cfg.clip_norm,
+                  "noise_multiplier": cfg.noise_multiplier}
     received = {}
     for spec in sites:
-        site = SiteData.read(spec.studies, spec.name)
-        site_service = MedFMService(Settings(models_dir=spec.models, device=device, labels=labels))
-        trainer = SiteTrainer(site_service.backend, site_service.segmenter.base, site, cfg, labels, device,
-                              log=lambda _line: None)
-        received[spec.name] = receive_global_adapter(Registry(site_service), trainer, final, federation,
-                                                     site.heldout)
-        log(f"{spec.name}: global adapter imported as {received[spec.name]['version']}: "
-            f"{received[spec.name]['decision']['reason']}")
+        outcome = record["sites"].get(spec.name) or {}
+        if not outcome.get("decision"):
+            raise RuntimeError(f"{spec.name} sent no decision on the final adapter; see the logs under {workspace}")
+        received[spec.name] = outcome
+        log(f"{spec.name}: final adapter imported as {outcome['version']}: {outcome['decision']['reason']}")
     return {"federation": federation, "initial": initial, "final": final, "exchange": exchange,
             "received": received, "out_dir": str(out_dir), "wall_s": round(time.perf_counter() - started, 1),
             "fl_wall_s": round(fl_seconds, 1), "adapter_bytes": nbytes(final)}
