@@ -14,11 +14,12 @@ from monailabel.tasks.activelearning.first import First
 
 from lib.activelearning.seeded_random import SeededRandom
 from lib.configs.medsam import MedSAMConfig
-from lib.datastore import ValidatingDatastore, training_images
+from lib.datastore import ValidatingDatastore, training_images, unlabelled_pool
 from lib.http_errors import plain_errors
 from lib.medfm.active.annotation_log import AnnotationLog
 from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.job import label_tokens
+from lib.medfm.adaptation.pretrain import PretrainConfig
 from lib.medfm.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class MedFMAdaptApp(MONAILabelApp):
         return self.medsam.infer()
 
     def init_trainers(self):
-        return {"medsam_adapt": self.medsam.trainer()}
+        return {"medsam_adapt": self.medsam.trainer(), "medsam_pretrain": self.medsam.pretrainer()}
 
     def init_strategies(self):
         return {"random": SeededRandom(), "first": First(), **self.medsam.strategy()}
@@ -129,9 +130,18 @@ class MedFMAdaptApp(MONAILabelApp):
             raise HTTPException(status_code=404, detail=f"unknown trainer '{model}'; this server offers "
                                                         f"{sorted(self._trainers)}")
         service = self.medsam.service
+        if model == "medsam_pretrain":
+            with plain_errors():
+                pre = PretrainConfig.from_request(params)
+            if not unlabelled_pool(self.datastore(), pre.images):
+                raise HTTPException(status_code=409, detail="there are no images to pretrain on (held-out images "
+                                                            "are never used): add scans to the datastore first")
+            return
         with plain_errors():
             cfg = AdaptConfig.from_request(params)
             label_tokens(service.settings.labels, cfg.labels, service.backend.max_labels)
+            if cfg.parent:
+                service.store.check_id(cfg.parent)
         if not training_images(self.datastore(), cfg.images):
             raise HTTPException(status_code=409, detail="there are no labelled images to adapt on (held-out images "
                                                         "are never trained on): submit a final label first")

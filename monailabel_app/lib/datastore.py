@@ -20,6 +20,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.http_errors import plain_errors
 from lib.medfm.adaptation.data import LabelledImage
+from lib.medfm.adaptation.pretrain import UnlabelledImage
 from lib.medfm.evaluation import HeldOutCase
 from lib.medfm.volume import check_3d_scalar, load_label, read_image
 
@@ -48,6 +49,19 @@ def training_images(datastore: Datastore, only: list[str] | None = None) -> list
             continue
         items.append(LabelledImage(image_id, datastore.get_image_uri(image_id),
                                    datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)))
+    return items
+
+
+def unlabelled_pool(datastore: Datastore, only: list[str] | None = None) -> list[UnlabelledImage]:
+    """Every image, labelled or not, that self-supervised pretraining may see: all but the held-out ones (their
+    pixels too are kept out, so the guard's evidence comes from images no adapter has seen)."""
+    items = []
+    for image_id in sorted(datastore.list_images()):
+        if datastore.get_image_info(image_id).get("held_out") or (only and image_id not in only):
+            continue
+        uri = datastore.get_image_uri(image_id)
+        if uri:
+            items.append(UnlabelledImage(image_id, uri))
     return items
 
 

@@ -14,6 +14,7 @@ from lib.medfm.service import MedFMService
 from lib.medfm.settings import Settings
 from lib.scoring.medfm_scores import MedFMScores
 from lib.trainers.medsam_adapt import MedSAMAdapt
+from lib.trainers.medsam_pretrain import MedSAMPretrain
 
 
 class MedSAMConfig(TaskConfig):
@@ -31,6 +32,9 @@ class MedSAMConfig(TaskConfig):
 
     def trainer(self):
         return MedSAMAdapt(self.service)
+
+    def pretrainer(self):
+        return MedSAMPretrain(self.service)
 
     def strategy(self):
         return {name: FMStrategy(name, self.service) for name in STRATEGIES}

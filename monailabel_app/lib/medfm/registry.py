@@ -40,7 +40,8 @@ class Registry:
                          "base_val_dice_box": m.get("metrics", {}).get("base", {}).get("val_dice_box"),
                          "heldout_dice": self.heldout_dice(version),
                          "adapter_bytes": m.get("adapter_bytes"), "active": version == active,
-                         "decision": self.decision(version), "imported_from": m.get("imported_from")})
+                         "decision": self.decision(version), "imported_from": m.get("imported_from"),
+                         "parent": m.get("parent")})
         return {"fm": self.service.fm_info(), "active": active, "history": self.store.history(), "adapters": rows}
 
     def progress(self) -> list[dict]:

@@ -68,17 +68,16 @@ class AdaptConfig:
                                      "is not held out", None)
     freeze_lora_a: bool = _help("keep LoRA's A factors at their initial values and train B only (FFA-LoRA): what "
                                 "makes averaging adapters across sites exact; LoRA/DoRA only", False)
+    parent: str | None = _help("start from this version's LoRA, e.g. an `ssl-lora` version pretrained on the site's "
+                               "unlabelled scans (the hybrid: self-supervised, then supervised); method lora or dora "
+                               "with the parent's rank; empty = from the base FM", None)
     note: str = _help("free text kept in the version's manifest", "")
 
     def __post_init__(self) -> None:
         def bad(msg: str):
             raise InputError(f"bad training parameter: {msg}")
 
-        for name, kind in ((f.name, _TYPES[f.name]) for f in fields(self)):
-            try:
-                TypeAdapter(kind).validate_python(getattr(self, name), strict=True)
-            except ValidationError:
-                bad(f"{name} must be {_type_words(kind)}, got {getattr(self, name)!r}")
+        check_types(self, _TYPES)
         if self.method not in METHODS:
             bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name, lo, hi in (("rank", 1, 256), ("alpha", 1, 4096), ("max_epochs", 1, 10000),
@@ -103,6 +102,10 @@ class AdaptConfig:
             bad(f"box_jitter must be in [0, 1], got {self.box_jitter}")
         if self.freeze_lora_a and self.method not in ("lora", "dora"):
             bad(f"freeze_lora_a needs method lora or dora, got {self.method!r}")
+        if self.parent is not None and (self.method not in ("lora", "dora") or not re.match(r"^v\d{4,}$",
+                                                                                               self.parent)):
+            bad(f"parent must be a version like v0001 and needs method lora or dora, got {self.parent!r} with "
+                f"{self.method!r}")
         if self.target_modules is not None:
             try:
                 re.compile(self.target_modules)
@@ -123,24 +126,39 @@ class AdaptConfig:
     @classmethod
     def from_request(cls, request: dict) -> AdaptConfig:
         """Pick our fields out of a MONAI Label train request (which also carries model, device, ...)."""
-        values = {}
-        for f in fields(cls):
-            value = request.get(f.name)
-            if value in (None, "", "None", "null"):
-                continue
-            kind = _TYPES[f.name]
-            if isinstance(value, str) and _is_list(kind):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, list | tuple) and _is_list(kind):
-                value = [str(v) for v in value]
-            try:
-                if isinstance(value, bool) and "bool" not in str(kind):
-                    raise ValueError(value)  # pydantic's lax mode would read true as 1
-                values[f.name] = TypeAdapter(kind).validate_python(value)
-            except (ValidationError, ValueError) as err:
-                raise InputError(f"bad training parameter: {f.name} = {value!r} is not "
-                                 f"{_type_words(kind)}") from err
-        return cls(**values)
+        return cls(**request_values(cls, request, _TYPES))
+
+
+def request_values(cls, request: dict, types: dict) -> dict:
+    """A config dataclass's fields from a request's strings ("8", "true", "lung,brain"), by pydantic's lax rules;
+    a value that is not of its field's type is refused in words."""
+    values = {}
+    for f in fields(cls):
+        value = request.get(f.name)
+        if value in (None, "", "None", "null"):
+            continue
+        kind = types[f.name]
+        if isinstance(value, str) and _is_list(kind):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and _is_list(kind):
+            value = [str(v) for v in value]
+        try:
+            if isinstance(value, bool) and "bool" not in str(kind):
+                raise ValueError(value)  # pydantic's lax mode would read true as 1
+            values[f.name] = TypeAdapter(kind).validate_python(value)
+        except (ValidationError, ValueError) as err:
+            raise InputError(f"bad training parameter: {f.name} = {value!r} is not {_type_words(kind)}") from err
+    return values
+
+
+def check_types(config, types: dict) -> None:
+    """Every field holds its declared type (strictly: a config built in code gets no lax conversion)."""
+    for name, kind in types.items():
+        try:
+            TypeAdapter(kind).validate_python(getattr(config, name), strict=True)
+        except ValidationError:
+            raise InputError(f"bad training parameter: {name} must be {_type_words(kind)}, "
+                             f"got {getattr(config, name)!r}") from None
 
 
 def _is_list(kind) -> bool:

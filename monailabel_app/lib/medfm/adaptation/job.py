@@ -77,7 +77,19 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     taught = {v for s in train for v in s.targets}
     labels = {n: d for n, d in labels.items() if d["value"] in taught}
     tokens = {d["value"]: d["token"] for d in labels.values()}
-    result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log, precision)
+    start_from = None
+    if cfg.parent:  # the hybrid: continue a (self-supervised) LoRA version with labels
+        from .pretrain import parent_lora
+
+        start_from = parent_lora(store, base_model, cfg.parent)
+    try:
+        result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log, precision,
+                       start_from=start_from)
+    except RuntimeError as err:
+        if start_from is None or "size mismatch" not in str(err):
+            raise
+        raise InputError(f"parent {cfg.parent}'s LoRA does not fit this training's (use the parent's rank, "
+                         f"{next(iter(start_from.values())).shape[0]}): {str(err)[:200]}") from err
     evidence = validation_evidence(backend, base_model, store, result.model, tokens if cfg.auto_head else {}, val,
                                    cfg, device, precision, source)
     log(f"EVIDENCE {evidence}" if evidence else "EVIDENCE none: no labelled slice the version did not train on")
@@ -88,7 +100,8 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
         hashes = file_hashes(staging)
         manifest = {
             "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": cfg.method,
-            "config": cfg.to_json(), "labels": labels, "auto_head": cfg.auto_head, "parent": store.active(),
+            "config": cfg.to_json(), "labels": labels, "auto_head": cfg.auto_head,
+            "parent": cfg.parent or store.active(),
             "train_images": [_provenance(i, train) for i in train_items],
             "val_images": [_provenance(i, val) for i in val_items], "val_gap_slices": gap, "evidence": evidence,
             "metrics": {"best": result.best, "base": result.base_val, "history": result.history},

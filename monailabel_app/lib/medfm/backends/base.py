@@ -42,6 +42,7 @@ class PeftTargets:
     decoder_modules: tuple[str, ...]  # what the interactive (box, click) path decodes with
     auto_head_modules: tuple[str, ...]  # the prompt-free head, trained whole by every method
     auto_decoder_modules: tuple[str, ...] = ()  # the prompt-free path's own decoder, trained whole by `decoder`
+    encoder_lora_regex: str = ""  # the image encoder's share of lora_target_regex: what pretraining adapts
 
 
 class FMBackend(ABC):

@@ -205,4 +205,5 @@ class LiteMedSAMBackend(FMBackend):
             decoder_modules=("sam.mask_decoder",),
             auto_head_modules=("label_prompts",),
             auto_decoder_modules=("auto_decoder",),
+            encoder_lora_regex=r".*image_encoder\.layers\.\d+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))",
         )

@@ -1,0 +1,272 @@
+"""Self-supervised adaptation of the image encoder on a site's unlabelled scans (LoRA on the encoder only).
+
+A site has hundreds of unlabelled scans and a handful of labels. Two recipes keep the encoder's embedding space
+usable by the unchanged mask decoders while it adapts to the site's images:
+- `distill`: teacher-student. The frozen base encoder embeds the clean slice; the LoRA student sees a strongly
+  perturbed view (patches blanked, intensity scaled and shifted, noise) and is taught to embed it as the teacher
+  embeds the clean one (1 - cosine per position). This is how LiteMedSAM itself was distilled from MedSAM.
+- `consistency`: the student's embeddings of two perturbed views agree (one view as a stop-gradient target), and
+  stay anchored to the frozen base encoder's embedding of the clean slice (weight `anchor_weight`), as WeSAM does.
+The result is a version (method `ssl-lora`) in the same registry, judged by the same guard, that supervised LoRA
+can start from (`parent`).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import get_type_hints
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import precision as precision_mod
+from ..adapter_archive import file_hashes
+from ..adapter_store import AdapterStore
+from ..backends import FMBackend
+from ..digest import sha256_file
+from ..errors import InputError
+from ..volume import CT_DEFAULT_WINDOW, load_volume
+from .config import check_types, request_values
+from .peft_setup import count_parameters
+from .trainer import StopRequested
+
+RECIPES = ("distill", "consistency")
+METHOD = "ssl-lora"
+
+
+def _help(text: str, default=None):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class PretrainConfig:
+    recipe: str = _help(f"self-supervised recipe: one of {', '.join(RECIPES)}", "distill")
+    rank: int = _help("LoRA rank on the image encoder, 1-256 (a supervised child must use the same)", 8)
+    alpha: int = _help("LoRA scaling numerator, 1-4096", 16)
+    lr: float = _help("learning rate in (0, 1]", 2e-4)
+    max_epochs: int = _help("passes over the sampled slices, 1-10000", 5)
+    max_seconds: float = _help("wall-clock budget in seconds", 1800.0)
+    slices_per_image: int = _help("slices sampled per image, evenly spread over the scanned body, 1-4096", 8)
+    batch_size: int = _help("slices per optimiser step, 1-1024", 4)
+    mask_ratio: float = _help("share of 16x16 patches blanked in the student's view, in [0, 0.9]", 0.4)
+    noise: float = _help("std of the Gaussian noise in the student's view, as a share of the slice's std, [0, 1]",
+                         0.1)
+    anchor_weight: float = _help("consistency recipe: weight of the frozen base encoder's anchor, in [0, 100]", 1.0)
+    seed: int = _help("seed of the slice draw and the perturbations", 0)
+    images: list[str] | None = _help("pretrain on these image ids only; empty = every image that is not held out",
+                                     None)
+    note: str = _help("free text kept in the version's manifest", "")
+
+    def __post_init__(self) -> None:
+        check_types(self, _TYPES)
+
+        def bad(msg: str):
+            raise InputError(f"bad pretraining parameter: {msg}")
+
+        if self.recipe not in RECIPES:
+            bad(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for name, lo, hi in (("rank", 1, 256), ("alpha", 1, 4096), ("max_epochs", 1, 10000),
+                             ("slices_per_image", 1, 4096), ("batch_size", 1, 1024)):
+            if not lo <= getattr(self, name) <= hi:
+                bad(f"{name} must be between {lo} and {hi}, got {getattr(self, name)}")
+        if not 0 < self.lr <= 1 or self.max_seconds <= 0:
+            bad(f"lr must be in (0, 1] and max_seconds positive, got {self.lr} and {self.max_seconds}")
+        if not 0 <= self.mask_ratio <= 0.9 or not 0 <= self.noise <= 1 or not 0 <= self.anchor_weight <= 100:
+            bad("mask_ratio must be in [0, 0.9], noise in [0, 1] and anchor_weight in [0, 100]")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_request(cls, request: dict) -> PretrainConfig:
+        return cls(**request_values(cls, request, _TYPES))
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+_TYPES = get_type_hints(PretrainConfig)
+
+
+@dataclass(frozen=True)
+class UnlabelledImage:
+    image_id: str
+    image_path: str
+
+
+def sample_slices(images: list[UnlabelledImage], backend: FMBackend, per_image: int, rng: np.random.Generator,
+                  ct_window: tuple[float, float] = CT_DEFAULT_WINDOW) -> list[tuple[str, int, torch.Tensor]]:
+    """Up to `per_image` slices per image, evenly spread over the slices that hold more than background."""
+    out = []
+    for item in images:
+        volume = load_volume(item.image_path, ct_window=ct_window)
+        body = [k for k in range(volume.n_slices)
+                if float(np.mean(np.take(volume.array, k, axis=volume.slice_axis) > volume.window[0])) > 0.05]
+        body = body or list(range(volume.n_slices))
+        picks = sorted({body[int(i)] for i in np.linspace(0, len(body) - 1, min(per_image, len(body)))})
+        for k in picks:
+            out.append((item.image_id, k, backend.prepare(volume.slice_windowed(k)).tensor))
+    rng.shuffle(out)
+    return out
+
+
+def perturb(x: torch.Tensor, cfg: PretrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """A strongly perturbed view of a batch [B, C, H, W]: intensity scale and shift, noise, blanked patches."""
+    b = x.shape[0]
+    std = x.flatten(1).std(dim=1).view(b, 1, 1, 1)
+    mean = x.flatten(1).mean(dim=1).view(b, 1, 1, 1)
+    scale = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2
+    shift = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2 * std
+    view = (x - mean) * scale + mean + shift + torch.randn(x.shape, generator=gen) * cfg.noise * std
+    if cfg.mask_ratio > 0:
+        grid = (x.shape[-2] // 16, x.shape[-1] // 16)
+        keep = (torch.rand(b, 1, *grid, generator=gen) >= cfg.mask_ratio).float()
+        keep = F.interpolate(keep, size=x.shape[-2:], mode="nearest")
+        view = view * keep + mean * (1 - keep)
+    return view
+
+
+def _cosine_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity of two [B, C, H, W] embeddings along C, averaged over positions."""
+    return (1 - F.cosine_similarity(a.float(), b.float(), dim=1)).mean()
+
+
+@dataclass
+class PretrainResult:
+    model: nn.Module
+    history: list[dict]
+    trainable_params: int
+    total_params: int
+    wall_s: float
+    slices: list[tuple[str, int]]
+    stopped_early: str = ""
+
+
+def pretrain(backend: FMBackend, base_model: nn.Module, images: list[UnlabelledImage], cfg: PretrainConfig,
+             device: str = "cpu", on_epoch: Callable[[dict], None] | None = None,
+             should_stop: Callable[[], bool] | None = None, log=print, precision: str = "auto") -> PretrainResult:
+    from peft import LoraConfig, get_peft_model
+
+    start = time.perf_counter()
+    if not images:
+        raise InputError("there are no images to pretrain on (held-out images are never used)")
+    regex = backend.peft_targets().encoder_lora_regex
+    if not regex:
+        raise InputError(f"the {backend.name} backend names no image-encoder modules to pretrain")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dev = torch.device(device)
+    mode = precision_mod.resolve(precision, dev)
+    slices = sample_slices(images, backend, cfg.slices_per_image, np.random.default_rng(cfg.seed))
+    student = get_peft_model(copy.deepcopy(base_model), LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,
+                                                                   target_modules=regex)).to(dev)
+    trainable, total = count_parameters(student)
+    log(f"pretrain recipe={cfg.recipe} trainable={trainable} of {total} slices={len(slices)} "
+        f"images={len(images)} precision={mode}")
+    teacher = {}
+    with torch.no_grad(), precision_mod.autocast(dev, mode):
+        for n in range(0, len(slices), cfg.batch_size):
+            batch = torch.stack([t for _, _, t in slices[n:n + cfg.batch_size]]).to(dev)
+            for i, emb in enumerate(backend.embed(base_model, batch)):
+                teacher[n + i] = emb.float().cpu()
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=1e-4)
+    history, stopped = [], ""
+    for epoch in range(1, cfg.max_epochs + 1):
+        student.train()
+        order = torch.randperm(len(slices), generator=gen).tolist()
+        losses = []
+        for n in range(0, len(order), cfg.batch_size):
+            if should_stop and should_stop():
+                raise StopRequested("pretraining was stopped")
+            idx = order[n:n + cfg.batch_size]
+            clean = torch.stack([slices[i][2] for i in idx])
+            target = torch.stack([teacher[i] for i in idx]).to(dev)
+            with precision_mod.autocast(dev, mode):
+                view = backend.embed(student, perturb(clean, cfg, gen).to(dev))
+                loss = _cosine_gap(view, target)
+                if cfg.recipe == "consistency":
+                    with torch.no_grad():
+                        other = backend.embed(student, perturb(clean, cfg, gen).to(dev))
+                    loss = _cosine_gap(view, other) + cfg.anchor_weight * loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.item()))
+            if time.perf_counter() - start > cfg.max_seconds:
+                stopped = f"wall-clock budget of {cfg.max_seconds:.0f} s reached in epoch {epoch}"
+                break
+        row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5) if losses else None,
+               "elapsed_s": round(time.perf_counter() - start, 2)}
+        history.append(row)
+        log(f"epoch {epoch}/{cfg.max_epochs} loss={row['train_loss']} elapsed_s={row['elapsed_s']}")
+        if on_epoch:
+            on_epoch(row)
+        if stopped:
+            break
+    student.eval()
+    return PretrainResult(student, history, trainable, total, round(time.perf_counter() - start, 2),
+                          [(i, k) for i, k, _ in slices], stopped)
+
+
+def run_pretraining(backend: FMBackend, base_model: nn.Module, store: AdapterStore, images: list[UnlabelledImage],
+                    cfg: PretrainConfig, device: str = "cpu", on_epoch=None, should_stop=None, log=print,
+                    precision: str = "auto") -> dict:
+    """Pretrain, then save the encoder LoRA as a new (inactive) version with its provenance; the guard decides."""
+    result = pretrain(backend, base_model, images, cfg, device, on_epoch, should_stop, log, precision)
+    staging = store.staging()
+    try:
+        result.model.save_pretrained(str(staging), safe_serialization=True)
+        (staging / "README.md").unlink(missing_ok=True)
+        files = ["adapter_config.json", "adapter_model.safetensors"]
+        sizes = {f: (staging / f).stat().st_size for f in files}
+        used = {i for i, _ in result.slices}
+        manifest = {
+            "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": METHOD,
+            "config": cfg.to_json(), "labels": {}, "auto_head": False, "parent": None,
+            "train_images": [{"id": i.image_id, "image_sha256": sha256_file(i.image_path),
+                              "slices": sorted(k for j, k in result.slices if j == i.image_id)}
+                             for i in images if i.image_id in used],
+            "val_images": [], "evidence": None, "labelled": False,
+            "ssl": {"recipe": cfg.recipe, "steps": sum(1 for _ in range(0, len(result.slices), cfg.batch_size))
+                    * len(result.history), "loss_curve": [r["train_loss"] for r in result.history]},
+            "metrics": {"history": result.history},
+            "trainable_params": result.trainable_params, "total_params": result.total_params,
+            "trainable_fraction": round(result.trainable_params / result.total_params, 6),
+            "files": sizes, "files_sha256": file_hashes(staging), "adapter_bytes": sum(sizes.values()),
+            "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine(),
+                        "precision": precision_mod.resolve(precision, device)},
+        }
+        version = store.commit(staging, manifest)
+    except BaseException:
+        store.discard(staging)
+        raise
+    log(f"SUMMARY version={version} method={METHOD} recipe={cfg.recipe} trainable={result.trainable_params} "
+        f"adapter_bytes={manifest['adapter_bytes']} wall_s={result.wall_s} loss={manifest['ssl']['loss_curve']}")
+    return {"version": version, "method": METHOD, "recipe": cfg.recipe, "epochs": len(result.history),
+            "history": result.history, "adapter_bytes": manifest["adapter_bytes"], "wall_s": result.wall_s,
+            "images": sorted(used), "stopped_early": result.stopped_early}
+
+
+def parent_lora(store: AdapterStore, base_model: nn.Module, version: str) -> dict[str, torch.Tensor]:
+    """A version's LoRA factors, named as a fresh peft model over the same FM names them: what a supervised
+    child starts from."""
+    from peft import PeftModel
+
+    manifest = store.manifest(store.check_id(version))
+    if manifest.get("method") not in (METHOD, "lora", "dora"):
+        raise InputError(f"parent {version} is a {manifest.get('method')!r} version; only LoRA versions "
+                         f"({METHOD}, lora, dora) can be continued")
+    model = PeftModel.from_pretrained(copy.deepcopy(base_model), str(store.path(version)), is_trainable=False)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if re.search(r"\.lora_[AB]\.", k)}

@@ -1,0 +1,64 @@
+"""`medsam_pretrain`: MONAI Label train task that adapts the image encoder to the site's scans without labels."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.datastore import heldout_images, unlabelled_pool
+from lib.medfm.adaptation.pretrain import RECIPES, PretrainConfig, run_pretraining
+from lib.medfm.files import read_json, write_json_atomic
+from lib.medfm.registry import Registry
+from lib.medfm.service import MedFMService
+
+
+class MedSAMPretrain(TrainTask):
+    def __init__(self, service: MedFMService):
+        super().__init__("Pretrain LiteMedSAM's image encoder on this site's scans, labelled or not (LoRA, "
+                         "self-supervised); supervised LoRA can continue from it (parent)")
+        self.service = service
+        self.stats_path = service.settings.models_dir / "pretrain_stats.json"
+
+    def config(self):
+        defaults = PretrainConfig().to_json()
+        defaults["recipe"] = list(RECIPES)
+        return defaults
+
+    def stats(self):
+        return read_json(self.stats_path)
+
+    def _write_stats(self, stats: dict) -> None:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.stats_path, stats)
+
+    def __call__(self, request, datastore: Datastore):
+        cfg = PretrainConfig.from_request(request)
+        service = self.service
+        service.store.clean_stale_staging()
+        stats = {"status": "RUNNING", "method": "ssl-lora", "recipe": cfg.recipe, "history": [],
+                 "started": time.time(), "version": service.store.active(), "pid": os.getpid()}
+        self._write_stats(stats)
+
+        def on_epoch(row: dict) -> None:
+            stats["history"].append(row)
+            self._write_stats(stats)
+
+        try:
+            base = service.backend.build_model(service.settings.device)
+            summary = run_pretraining(service.backend, base, service.store, unlabelled_pool(datastore, cfg.images),
+                                      cfg, service.settings.device, on_epoch, log=lambda line: print(line, flush=True),
+                                      precision=service.settings.precision)
+        except Exception as err:
+            self._write_stats({**stats, "status": "ERROR", "error": str(err)})
+            print(f"ERROR: {err}", file=sys.stderr, flush=True)
+            raise
+        decision = Registry(service).guard(summary["version"], heldout_images(datastore))
+        summary["decision"] = decision
+        print(f"DECISION {summary['version']}: {decision['reason']}", flush=True)
+        self._write_stats({**stats, "status": "DONE", "version": summary["version"], "summary": summary,
+                           "active": service.store.active()})
+        return summary
