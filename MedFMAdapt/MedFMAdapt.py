@@ -15,6 +15,7 @@ import ctk  # noqa: F401  (Slicer modules import ctk/qt at top; the .ui uses ctk
 import qt
 import slicer
 from MedFMAdaptLib import scene as scene_lib
+from MedFMAdaptLib.client import PRETRAINER, TRAINER
 from MedFMAdaptLib.errors import ServerError
 from MedFMAdaptLib.logic import Job, MedFMAdaptLogic, run_now  # the module's Logic (scene-injected, testable)
 from MedFMAdaptLib.presenter import Action, Presenter, describe_error
@@ -123,6 +124,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.clicked.connect(self.onSegment)
         self.ui.submitLabelButton.clicked.connect(self.onSubmit)
         self.ui.startTrainingButton.clicked.connect(self.onStartTraining)
+        self.ui.pretrainButton.clicked.connect(self.onStartPretraining)
         self.ui.stopTrainingButton.clicked.connect(lambda: self.start(self.logic.stop_training_job))
         self.ui.reviewButton.clicked.connect(self.onReview)
         self.ui.toggleReviewButton.clicked.connect(self.onToggleReview)
@@ -210,7 +212,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.presenter.volume_changed(True, self.logic.image_id(self._volume()))
         if job.action is Action.REVIEW:
             self.presenter.state.has_review = True
-        if job.action is Action.START_TRAINING:
+        if job.action in (Action.START_TRAINING, Action.START_PRETRAINING):
             self.presenter.state.training = True
             self.training_timer.start()
         self.ui.callProgressBar.value = 100
@@ -232,6 +234,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             Action.SEGMENT: self.ui.segmentButton,
             Action.SUBMIT: self.ui.submitLabelButton,
             Action.START_TRAINING: self.ui.startTrainingButton,
+            Action.START_PRETRAINING: self.ui.pretrainButton,
             Action.STOP_TRAINING: self.ui.stopTrainingButton,
             Action.REVIEW: self.ui.reviewButton,
             Action.COMPARE: self.ui.compareButton,
@@ -307,7 +310,17 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         epochs = self.ui.epochsSpinBox.value
         rank = self.ui.rankSpinBox.value
         self.max_epochs = epochs
-        self.start(lambda: self.logic.start_training_job(method, epochs, rank))
+        self.presenter.training_started(TRAINER)
+        parent = self.presenter.training_parent(method)
+        extra = {"parent": parent} if parent else None
+        self.start(lambda: self.logic.start_training_job(method, epochs, rank, extra))
+
+    def onStartPretraining(self) -> None:
+        epochs = self.ui.epochsSpinBox.value
+        rank = self.ui.rankSpinBox.value
+        self.max_epochs = epochs
+        self.presenter.training_started(PRETRAINER)
+        self.start(lambda: self.logic.start_pretraining_job(epochs, rank))
 
     def pollTraining(self) -> None:
         self.poll_runner.start(Job(Action.START_TRAINING, lambda _r: self.logic.poll_training(), lambda r: r))
@@ -315,7 +328,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTrainingPolled(self, _job: Job, result) -> None:
         status, info = result
         self.presenter.training_update(status, info, getattr(self, "max_epochs", 1))
-        chart = self.logic.show_training(info)
+        chart = self.logic.show_training(info, self.presenter.state.training_task)
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         if not self.presenter.state.training:
             self.training_timer.stop()

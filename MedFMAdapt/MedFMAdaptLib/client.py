@@ -24,6 +24,7 @@ from .multipart import Part, encode_form, parse_multipart, sanitize_filename
 INTERACTIVE_MODEL = "medsam_interactive"
 AUTO_MODEL = "medsam_auto"
 TRAINER = "medsam_adapt"
+PRETRAINER = "medsam_pretrain"  # self-supervised, on the unlabelled scans too
 REGISTRY = "/medfm/adapters"
 RESULTS = "/medfm/results/"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from . import scene as scene_lib
-from .client import AUTO_MODEL, INTERACTIVE_MODEL, TRAINER, InferResult, MedFMClient
+from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, TRAINER, InferResult, MedFMClient
 from .presenter import Action
 
 T = TypeVar("T")
@@ -307,6 +307,21 @@ class MedFMAdaptLogic:
 
         return Job(Action.START_TRAINING, work, lambda _r: f"Adaptation ({method}, {max_epochs} epochs) started.")
 
+    def start_pretraining_job(self, max_epochs: int, rank: int, recipe: str = "distill") -> Job:
+        """POST /train/medsam_pretrain: adapt the image encoder to every scan on the server (labelled or not,
+        held-out ones excepted), without labels; supervised LoRA can then continue from it (parent)."""
+        client = self._client()
+        if max_epochs < 1:
+            raise ValueError("Epochs must be at least 1.")
+        params = {"recipe": recipe, "max_epochs": int(max_epochs), "rank": int(rank)}
+
+        def work(report: Report):
+            report("Starting pretraining on the unlabelled scans", 0.05)
+            return client.start_training(params, trainer=PRETRAINER)
+
+        return Job(Action.START_PRETRAINING, work,
+                   lambda _r: f"Pretraining on the unlabelled scans ({recipe}, {max_epochs} epochs) started.")
+
     def poll_training(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Training status and fresh /info/ (for the history); network only, safe on a worker thread."""
         client = self._client()
@@ -314,12 +329,12 @@ class MedFMAdaptLogic:
         info = client.info()
         return status, info
 
-    def show_training(self, info: dict[str, Any]):
-        """Update the loss/Dice chart from /info/ train_stats (GUI thread). Returns the chart node."""
+    def show_training(self, info: dict[str, Any], task: str = TRAINER):
+        """Update the loss/Dice chart from /info/ train_stats of `task` (GUI thread). Returns the chart node."""
         from .plots import update_training_plot
 
         self.info = info
-        history = ((info.get("train_stats") or {}).get(TRAINER) or {}).get("history") or []
+        history = ((info.get("train_stats") or {}).get(task) or {}).get("history") or []
         return update_training_plot(self.scene, history)
 
     def stop_training_job(self) -> Job:

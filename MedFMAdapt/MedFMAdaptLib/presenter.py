@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .client import AUTO_MODEL, INTERACTIVE_MODEL, TRAINER
+from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, TRAINER
 from .errors import (
     BadResponse,
     ConnectionFailed,
@@ -31,6 +31,7 @@ class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ship
     SEGMENT = "segment"
     SUBMIT = "submit"
     START_TRAINING = "start_training"
+    START_PRETRAINING = "start_pretraining"
     STOP_TRAINING = "stop_training"
     REVIEW = "review"
     COMPARE = "compare"
@@ -48,6 +49,7 @@ DOING = {
     Action.SEGMENT: ("segmenting from your prompts", "segment from the prompts"),
     Action.SUBMIT: ("submitting the label", "accept the label"),
     Action.START_TRAINING: ("starting adaptation", "start adaptation"),
+    Action.START_PRETRAINING: ("starting pretraining on the unlabelled scans", "start pretraining"),
     Action.STOP_TRAINING: ("stopping adaptation", "stop adaptation"),
     Action.REVIEW: ("running base and adapted models", "run the review"),
     Action.COMPARE: ("comparing the adapters on the held-out images", "compare the adapters"),
@@ -129,6 +131,7 @@ class AdapterRow:
     by_hand: bool = False
     prompts_only: bool = False
     federated: str = ""
+    parent: str = ""
 
     @property
     def label(self) -> str:
@@ -138,7 +141,9 @@ class AdapterRow:
             dice = f"no held-out Dice (validation {self.val_dice:.3f})"
         else:
             dice = "not evaluated"
-        method = f" ({self.method}{', ' + self.federated if self.federated else ''})" if self.method else ""
+        details = [self.method] + ([f"from {self.parent}"] if self.parent else []) + \
+            ([self.federated] if self.federated else [])
+        method = f" ({', '.join(details)})" if self.method else ""
         flags = (["active"] if self.active else []) + (["activated by hand"] if self.by_hand else []) + \
             (["not activated by the guard"] if self.guard is False else []) + \
             (["automatic off"] if self.prompts_only else [])
@@ -184,6 +189,7 @@ class PanelState:
     has_result: bool = False
     has_review: bool = False
     training: bool = False
+    training_task: str = TRAINER  # which train task the progress is about: adaptation or pretraining
     training_history: list[dict[str, Any]] = field(default_factory=list)
     progress: float = 0.0
     sample_reason: str = ""
@@ -220,6 +226,7 @@ class Presenter:
             Action.SEGMENT: on_server and s.has_prompts and INTERACTIVE_MODEL in s.models,
             Action.SUBMIT: on_server and s.has_result,
             Action.START_TRAINING: TRAINER in s.trainers and not s.training,
+            Action.START_PRETRAINING: PRETRAINER in s.trainers and not s.training,
             Action.REVIEW: on_server and AUTO_MODEL in s.models and any(a.version != "base" for a in s.adapters),
             Action.COMPARE: True,
             Action.TOGGLE_REVIEW: s.has_review,
@@ -288,29 +295,45 @@ class Presenter:
         s.has_result = False
         s.has_review = False
 
+    def training_parent(self, method: str) -> str | None:
+        """The hybrid: LoRA adaptation continues the selected adapter when that is a pretrained (`ssl-lora`) one."""
+        selected = next((a for a in self.state.adapters if a.version == self.state.selected_adapter), None)
+        if selected is not None and selected.method == "ssl-lora" and method in ("lora", "dora"):
+            return selected.version
+        return None
+
+    def training_started(self, task: str) -> None:
+        """A train task was started from the panel: progress from now on is about it."""
+        self.state.training_task = task
+        self.state.training_history = []
+
     def training_update(self, status: dict[str, Any], info: dict[str, Any] | None, max_epochs: int) -> None:
-        """Progress from GET /train/ and the history in /info/ train_stats."""
+        """Progress from GET /train/ and the history in /info/ train_stats (of the task the panel started)."""
         s = self.state
+        task = s.training_task
+        what = "Pretraining on the unlabelled scans" if task == PRETRAINER else "Adapting"
         state = str(status.get("status", "")).upper()
         s.training = state in ("RUNNING", "QUEUED", "PENDING")
         if info is not None:
-            s.training_history = self._history(info)
+            s.training_history = self._history(info, task)
         epochs_done = max((int(h.get("epoch", 0)) for h in s.training_history), default=0)
         s.progress = min(1.0, epochs_done / max_epochs) if max_epochs > 0 else 0.0
         if s.training:
             last = s.training_history[-1] if s.training_history else {}
-            dice = last.get("val_dice")
-            dice_txt = f", validation Dice {float(dice):.3f}" if dice is not None else ""
-            s.status = f"Adapting: epoch {epochs_done} of {max_epochs}{dice_txt}."
+            dice, loss = last.get("val_dice"), last.get("train_loss")
+            detail = (f", validation Dice {float(dice):.3f}" if dice is not None else
+                      f", loss {float(loss):.4f}" if loss is not None and task == PRETRAINER else "")
+            s.status = f"{what}: epoch {epochs_done} of {max_epochs}{detail}."
         elif state == "DONE":
             s.progress = 1.0
-            version = (info or {}).get("train_stats", {}).get(TRAINER, {})
+            version = (info or {}).get("train_stats", {}).get(task, {})
             name = version.get("version") or "a new version"
-            s.status = f"Adaptation finished: {name} is ready to review."
+            s.status = (f"Pretraining finished: {name} is ready to review; adapt with LoRA from it (parent)."
+                        if task == PRETRAINER else f"Adaptation finished: {name} is ready to review.")
         elif state == "ERROR":
             details = status.get("details") or []
             last_line = details[-1] if isinstance(details, list) and details else str(details or "no details")
-            s.status = f"Adaptation failed on the server: {last_line}"
+            s.status = f"{'Pretraining' if task == PRETRAINER else 'Adaptation'} failed on the server: {last_line}"
 
     def sample_chosen(self, strategy: str, result: dict[str, Any]) -> None:
         """Say which image the active-learning strategy picked and why, in the server's own words ("reason").
@@ -366,8 +389,8 @@ class Presenter:
         return str(info.get("name", "")) if info.get("name") else ""
 
     @staticmethod
-    def _history(info: dict[str, Any]) -> list[dict[str, Any]]:
-        stats = (info.get("train_stats") or {}).get(TRAINER) or {}
+    def _history(info: dict[str, Any], task: str = TRAINER) -> list[dict[str, Any]]:
+        stats = (info.get("train_stats") or {}).get(task) or {}
         history = stats.get("history") or []
         return [h for h in history if isinstance(h, dict)]
 
@@ -387,6 +410,7 @@ class Presenter:
                 by_hand=bool((a.get("decision") or {}).get("manual")),
                 prompts_only=(a.get("decision") or {}).get("serves") == ["interactive"],
                 federated=_federation_words((a.get("imported_from") or {}).get("federation")),
+                parent=_continued_from(a),
             )
             for a in registry.get("adapters") or []
             if isinstance(a, dict)
@@ -403,3 +427,9 @@ def _federation_words(federation: Any) -> str:
     sites, rounds = federation.get("sites") or {}, federation.get("rounds")
     n = len(sites) if isinstance(sites, dict) else 0
     return f"federated: {n} site{'s' * (n != 1)}, {rounds} round{'s' * (rounds != 1)}"
+
+
+def _continued_from(row: dict[str, Any]) -> str:
+    """The version a training continued (a pretrained `ssl-lora` one, the hybrid); empty when it started fresh."""
+    parent = row.get("continued_from")
+    return parent if isinstance(parent, str) else ""

@@ -55,7 +55,8 @@ def test_before_connecting_only_connect_is_live():
 
 def test_connected_without_volume(connected):
     assert connected.enabled_actions() == {
-        Action.CONNECT, Action.NEXT_SAMPLE, Action.START_TRAINING, Action.COMPARE, Action.ROLLBACK
+        Action.CONNECT, Action.NEXT_SAMPLE, Action.START_TRAINING, Action.START_PRETRAINING, Action.COMPARE,
+        Action.ROLLBACK
     }
     assert "MedSAM-Lite" in connected.state.status and "v0001, v0002" in connected.state.status
 
@@ -137,6 +138,38 @@ def test_adapter_list_shows_a_federated_version(connected, info, registry):
     connected.registry_changed(like(registry, adapters=rows))
     assert connected.state.adapters[1].label.startswith("v0001 (lora, federated: 3 sites, 3 rounds), held-out Dice")
     assert connected.state.adapters[2].federated == ""
+
+
+def test_adapter_list_names_the_pretrained_parent(connected, info, registry):
+    """A LoRA version that continued a self-supervised one says which."""
+    rows = [like(registry["adapters"][0], continued_from="v0003"), registry["adapters"][1]]
+    connected.registry_changed(like(registry, adapters=rows))
+    assert connected.state.adapters[1].label.startswith("v0001 (lora, from v0003), held-out Dice")
+    assert connected.state.adapters[2].parent == ""
+
+
+def test_lora_continues_a_selected_pretrained_version(connected, registry):
+    rows = [like(registry["adapters"][0], version="v0003", method="ssl-lora"), registry["adapters"][1]]
+    connected.registry_changed(like(registry, adapters=rows))
+    connected.state.selected_adapter = "v0003"
+    assert connected.training_parent("lora") == "v0003"
+    assert connected.training_parent("decoder") is None  # only LoRA can continue a LoRA version
+    connected.state.selected_adapter = "v0002"
+    assert connected.training_parent("lora") is None  # an ordinary version is not a starting point
+
+
+def test_pretraining_progress_and_result(connected, info):
+    """Pretraining reports its own task's epochs and loss, not the adaptation's, and says what to do next."""
+    connected.training_started("medsam_pretrain")
+    stats = like(info["train_stats"], medsam_pretrain={"status": "RUNNING", "history": [
+        {"epoch": 1, "train_loss": 0.52, "elapsed_s": 8.5}]})
+    connected.training_update({"status": "RUNNING"}, like(info, train_stats=stats), max_epochs=4)
+    assert connected.state.status == "Pretraining on the unlabelled scans: epoch 1 of 4, loss 0.5200."
+    assert connected.state.progress == 0.25 and Action.START_PRETRAINING not in connected.enabled_actions()
+    done = like(info["train_stats"], medsam_pretrain={"status": "DONE", "version": "v0003", "history": []})
+    connected.training_update({"status": "DONE"}, like(info, train_stats=done), max_epochs=4)
+    assert connected.state.status.startswith("Pretraining finished: v0003 is ready to review")
+    assert Action.START_PRETRAINING in connected.enabled_actions()
 
 
 def test_registry_with_base_active_and_after_rollback(connected, info, registry):

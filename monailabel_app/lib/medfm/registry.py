@@ -41,7 +41,7 @@ class Registry:
                          "heldout_dice": self.heldout_dice(version),
                          "adapter_bytes": m.get("adapter_bytes"), "active": version == active,
                          "decision": self.decision(version), "imported_from": m.get("imported_from"),
-                         "parent": m.get("parent")})
+                         "continued_from": (m.get("config") or {}).get("parent")})
         return {"fm": self.service.fm_info(), "active": active, "history": self.store.history(), "adapters": rows}
 
     def progress(self) -> list[dict]:
