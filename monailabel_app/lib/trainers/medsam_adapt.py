@@ -7,34 +7,26 @@ import sys
 import time
 
 from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.datastore import heldout_images, training_images
 from lib.medfm.adaptation import METHODS, AdaptConfig
 from lib.medfm.adaptation.job import run_adaptation
-from lib.medfm.files import read_json, write_json_atomic
 from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
+from lib.trainers.stats_task import StatsTrainTask
 
 
-class MedSAMAdapt(TrainTask):
+class MedSAMAdapt(StatsTrainTask):
     def __init__(self, service: MedFMService):
-        super().__init__("Adapt LiteMedSAM to this site's labels with PEFT (LoRA, DoRA, decoder-only or full)")
+        super().__init__("Adapt LiteMedSAM to this site's labels with PEFT (LoRA, DoRA, decoder-only or full)",
+                         service.settings.models_dir / "train_stats.json")
         self.service = service
-        self.stats_path = service.settings.models_dir / "train_stats.json"
 
     def config(self):
         defaults = AdaptConfig().to_json()
         defaults["method"] = list(METHODS)
         defaults["lr"] = None  # None = the method's own default (see AdaptConfig.DEFAULT_LR)
         return defaults
-
-    def stats(self):
-        return read_json(self.stats_path)
-
-    def _write_stats(self, stats: dict) -> None:
-        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.stats_path, stats)
 
     def __call__(self, request, datastore: Datastore):
         cfg = AdaptConfig.from_request(request)

@@ -7,33 +7,25 @@ import sys
 import time
 
 from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.datastore import heldout_images, unlabelled_pool
 from lib.medfm.adaptation.pretrain import RECIPES, PretrainConfig, run_pretraining
-from lib.medfm.files import read_json, write_json_atomic
 from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
+from lib.trainers.stats_task import StatsTrainTask
 
 
-class MedSAMPretrain(TrainTask):
+class MedSAMPretrain(StatsTrainTask):
     def __init__(self, service: MedFMService):
         super().__init__("Pretrain LiteMedSAM's image encoder on this site's scans, labelled or not (LoRA, "
-                         "self-supervised); supervised LoRA can continue from it (parent)")
+                         "self-supervised); supervised LoRA can continue from it (parent)",
+                         service.settings.models_dir / "pretrain_stats.json")
         self.service = service
-        self.stats_path = service.settings.models_dir / "pretrain_stats.json"
 
     def config(self):
         defaults = PretrainConfig().to_json()
         defaults["recipe"] = list(RECIPES)
         return defaults
-
-    def stats(self):
-        return read_json(self.stats_path)
-
-    def _write_stats(self, stats: dict) -> None:
-        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.stats_path, stats)
 
     def __call__(self, request, datastore: Datastore):
         cfg = PretrainConfig.from_request(request)

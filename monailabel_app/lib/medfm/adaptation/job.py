@@ -110,9 +110,7 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
             "files": sizes, "files_sha256": hashes, "adapter_bytes": sum(sizes.values()),
             "peak_memory_mb": result.peak_memory_mb,
             "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine(),
-                        "precision": precision_mod.resolve(precision, device)},
+            **run_stamp(device, precision),
         }
         version = store.commit(staging, manifest)
     except BaseException:
@@ -133,6 +131,13 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
         f"best_val_dice={summary['best_val_dice']} base_val_dice_box={result.base_val.get('val_dice_box')} "
         f"wall_s={result.wall_s}")
     return summary
+
+
+def run_stamp(device: str, precision: str) -> dict:
+    """When and on what a version was trained: the `created` and `machine` fields of every manifest."""
+    return {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine(),
+                        "precision": precision_mod.resolve(precision, device)}}
 
 
 def _provenance(item: LabelledImage, samples) -> dict:

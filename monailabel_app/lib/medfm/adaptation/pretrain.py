@@ -14,8 +14,6 @@ can start from (`parent`).
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from ..digest import sha256_file
 from ..errors import InputError
 from ..volume import CT_DEFAULT_WINDOW, load_volume
 from .config import check_types, request_values
+from .job import run_stamp
 from .peft_setup import count_parameters
 from .trainer import StopRequested
 
@@ -244,9 +243,7 @@ def run_pretraining(backend: FMBackend, base_model: nn.Module, store: AdapterSto
             "trainable_fraction": round(result.trainable_params / result.total_params, 6),
             "files": sizes, "files_sha256": file_hashes(staging), "adapter_bytes": sum(sizes.values()),
             "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine(),
-                        "precision": precision_mod.resolve(precision, device)},
+            **run_stamp(device, precision),
         }
         version = store.commit(staging, manifest)
     except BaseException:
