@@ -45,8 +45,15 @@ TARGET = 0.03  # SSL + PEFT >= PEFT alone + 0.03 mean Dice at K=1, box Dice not 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", type=int, nargs="+", help="override the size's K values")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the size's seeds")
+    parser.add_argument("--recipes", nargs="+", help="override the size's SSL recipes")
+    parser.add_argument("--tag", default="", help="suffix of the result files' size name, e.g. k4")
     args, size_name = common.parse_args(parser, SIZES)
-    size = SIZES.get(size_name, SIZES["cpu"])
+    size = dict(SIZES.get(size_name, SIZES["cpu"]))
+    for key in ("ks", "seeds", "recipes"):
+        size[key] = getattr(args, key) or size[key]
+    size_name = f"{size_name}-{args.tag}" if args.tag else size_name
     dev, info = common.device(), common.machine()
     print(f"machine: {info}\nsize: {size_name} {size}", flush=True)
     start = time.perf_counter()
@@ -86,8 +93,9 @@ def main() -> None:
                     dev, log=lambda _line: None)
                 measured = heldout(out["version"])
                 runs.append({"seed": seed, "K": 0, "ssl": recipe, "version": out["version"], **measured,
-                             "ssl_s": round(time.perf_counter() - t0, 1), "loss_curve": [r["train_loss"]
-                                                                                        for r in out["history"]]})
+                             "ssl_s": round(time.perf_counter() - t0, 1), "ssl_train_s": out["wall_s"],
+                             "peak_memory_mb": out.get("peak_memory_mb"),
+                             "loss_curve": [r["train_loss"] for r in out["history"]]})
                 starts[recipe] = out["version"]
                 log(f"seed {seed} {recipe} alone: box {measured['box']} (zero-shot {zero['box']}) in "
                     f"{runs[-1]['ssl_s']} s, loss {runs[-1]['loss_curve']}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -147,6 +148,7 @@ class PretrainResult:
     total_params: int
     wall_s: float
     slices: list[tuple[str, int]]
+    peak_memory_mb: float = 0.0
     stopped_early: str = ""
 
 
@@ -213,8 +215,12 @@ def pretrain(backend: FMBackend, base_model: nn.Module, images: list[UnlabelledI
         if stopped:
             break
     student.eval()
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:  # the process's peak resident memory (the server's training subprocess: this task alone)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return PretrainResult(student, history, trainable, total, round(time.perf_counter() - start, 2),
-                          [(i, k) for i, k, _ in slices], stopped)
+                          [(i, k) for i, k, _ in slices], round(peak, 1), stopped)
 
 
 def run_pretraining(backend: FMBackend, base_model: nn.Module, store: AdapterStore, images: list[UnlabelledImage],
@@ -242,8 +248,8 @@ def run_pretraining(backend: FMBackend, base_model: nn.Module, store: AdapterSto
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "trainable_fraction": round(result.trainable_params / result.total_params, 6),
             "files": sizes, "files_sha256": file_hashes(staging), "adapter_bytes": sum(sizes.values()),
-            "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
-            **run_stamp(device, precision),
+            "wall_s": result.wall_s, "peak_memory_mb": result.peak_memory_mb,
+            "stopped_early": result.stopped_early, "note": cfg.note, **run_stamp(device, precision),
         }
         version = store.commit(staging, manifest)
     except BaseException:
@@ -253,6 +259,7 @@ def run_pretraining(backend: FMBackend, base_model: nn.Module, store: AdapterSto
         f"adapter_bytes={manifest['adapter_bytes']} wall_s={result.wall_s} loss={manifest['ssl']['loss_curve']}")
     return {"version": version, "method": METHOD, "recipe": cfg.recipe, "epochs": len(result.history),
             "history": result.history, "adapter_bytes": manifest["adapter_bytes"], "wall_s": result.wall_s,
+            "peak_memory_mb": result.peak_memory_mb,
             "images": sorted(used), "stopped_early": result.stopped_early}
 
 
