@@ -307,7 +307,7 @@ class MedFMAdaptLogic:
 
         return Job(Action.START_TRAINING, work, lambda _r: f"Adaptation ({method}, {max_epochs} epochs) started.")
 
-    def start_pretraining_job(self, max_epochs: int, rank: int, recipe: str = "distill") -> Job:
+    def start_pretraining_job(self, max_epochs: int, rank: int, recipe: str = "consistency") -> Job:
         """POST /train/medsam_pretrain: adapt the image encoder to every scan on the server (labelled or not,
         held-out ones excepted), without labels; supervised LoRA can then continue from it (parent)."""
         client = self._client()
