@@ -156,8 +156,8 @@ class PACSDatastore(ValidatingDatastore):
             staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self._dicom_dir))
             try:
                 with pacs_errors(self._url):
-                    for ds in self._client.retrieve_series(str(series.StudyInstanceUID), image_id):
-                        ds.save_as(str(staging / f"{len(list(staging.iterdir())):05d}.dcm"))
+                    for n, ds in enumerate(self._client.retrieve_series(str(series.StudyInstanceUID), image_id)):
+                        ds.save_as(str(staging / f"{n:05d}.dcm"))
                 staging.rename(folder)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
