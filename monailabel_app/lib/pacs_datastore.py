@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import SimpleITK as sitk
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from filelock import FileLock
@@ -164,8 +165,6 @@ class PACSDatastore(ValidatingDatastore):
         with plain_errors():
             volume, _ = series_to_volume(folder)
         with tempfile.TemporaryDirectory(dir=self._dicom_dir) as tmp:
-            import SimpleITK as sitk
-
             nifti = Path(tmp) / f"{image_id}.nii.gz"
             sitk.WriteImage(volume, str(nifti), useCompression=True)
             info = {key: str(series.get(key, "")) for key in ("StudyInstanceUID", "PatientID", "Modality",
@@ -209,8 +208,6 @@ class PACSDatastore(ValidatingDatastore):
             like = read_image(self.get_image_uri(label_id))
             label = seg_to_label(seg, self._sources(label_id), self._labels, like)
         with tempfile.TemporaryDirectory(dir=self._datastore_path) as tmp:
-            import SimpleITK as sitk
-
             path = Path(tmp) / f"{label_id}.nii.gz"
             sitk.WriteImage(label, str(path), useCompression=True)
             self._save_label_atomically(label_id, str(path), FINAL, {"SeriesInstanceUID": seg_uid, "source": "PACS"})

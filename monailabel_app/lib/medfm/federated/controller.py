@@ -15,6 +15,8 @@ from nvflare.app_common.workflows.base_fedavg import _get_client_name, _get_num_
 from nvflare.app_common.workflows.fedavg import FedAvg
 from safetensors.numpy import load_file, save_file
 
+from .exchange import nbytes
+
 GLOBAL_ADAPTER = "global_adapter.safetensors"
 EXCHANGE_LOG = "exchange.json"
 DECISIONS = "site_decisions.json"
@@ -56,7 +58,7 @@ class AdapterFedAvg(FedAvg):
             "round": self.current_round, "site": _get_client_name(result), "params_type": str(result.params_type),
             "weight": _get_num_steps_weight(result), "metrics": result.metrics or {},
             "tensors": {k: list(np.shape(v)) for k, v in params.items()},
-            "bytes": int(sum(np.asarray(v).nbytes for v in params.values())),
+            "bytes": nbytes(params),
         })
         if self._keep_values():
             save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()},

@@ -50,10 +50,15 @@ def difference(new: dict[str, np.ndarray], old: dict[str, np.ndarray]) -> dict[s
     return {k: (new[k] - old[k]).astype(np.float32) for k in new}
 
 
+def update_norm(update: dict[str, np.ndarray]) -> float:
+    """The L2 norm of a whole update, every tensor together."""
+    return float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in update.values())))
+
+
 def clip_and_noise(update: dict[str, np.ndarray], clip_norm: float | None, noise_multiplier: float,
                    rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict]:
     """Scale the whole update to at most `clip_norm` (L2 over all tensors), then add N(0, (z * clip)^2) noise."""
-    norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in update.values())))
+    norm = update_norm(update)
     if clip_norm is None:
         return update, {"update_norm": round(norm, 6)}
     scale = min(1.0, clip_norm / max(norm, 1e-12))

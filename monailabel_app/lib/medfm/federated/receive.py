@@ -14,6 +14,7 @@ import numpy as np
 from ..adaptation.peft_setup import count_parameters, save_adapter
 from ..adapter_archive import file_hashes
 from ..evaluation import HeldOutCase
+from ..files import write_json_atomic
 from ..registry import Registry
 from .site import SiteTrainer
 
@@ -38,8 +39,6 @@ def adapter_archive(trainer: SiteTrainer, params: dict[str, np.ndarray], federat
         "note": f"federation {federation.get('id')}: {federation.get('rounds')} round(s) over "
                 f"{len(federation.get('sites', {}))} site(s)",
     }
-    from ..files import write_json_atomic
-
     write_json_atomic(folder / "manifest.json", manifest)
     archive = folder.parent / "federated.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

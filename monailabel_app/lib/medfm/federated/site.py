@@ -8,6 +8,7 @@ never trained on: they are where the site's guard judges the federation's adapte
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ..backends import FMBackend
 from ..errors import InputError
 from ..evaluation import HeldOutCase
 from .config import FederatedConfig
-from .exchange import adapter_tensors, difference, load_tensors
+from .exchange import adapter_tensors, difference, load_tensors, update_norm
 
 DATASTORE_FILE = "datastore_v2.json"
 
@@ -91,10 +92,9 @@ class SiteTrainer:
                        log=self.log, start_from=start)
         trained = adapter_tensors(result.model, trainable_only=True)
         update = difference(trained, {k: np.asarray(global_params[k], dtype=np.float32) for k in trained})
-        norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in update.values())))
         losses = [row["train_loss"] for row in result.history if row.get("train_loss") is not None]
         return update, {"train_loss": losses[-1] if losses else None, "slices": self.n_slices,
-                        "wall_s": result.wall_s, "update_norm": round(norm, 6)}
+                        "wall_s": result.wall_s, "update_norm": round(update_norm(update), 6)}
 
     def model_with(self, params: dict[str, np.ndarray]) -> nn.Module:
         """The trainable model holding `params`: what the site saves as an adapter version."""
@@ -107,8 +107,6 @@ def write_site_folder(folder: str | Path, train: dict[str, tuple[str, str]], hel
                       source: str = "") -> Path:
     """A site's datastore folder in MONAI Label's local layout (what `make serve STUDIES=<folder>` serves), from
     image/label file pairs; held-out images are marked in their info."""
-    import shutil
-
     folder = Path(folder)
     (folder / "labels" / "final").mkdir(parents=True, exist_ok=True)
     objects = {}
