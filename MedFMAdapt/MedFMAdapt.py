@@ -14,11 +14,11 @@ import threading
 import ctk  # noqa: F401  (Slicer modules import ctk/qt at top; the .ui uses ctk widgets)
 import qt
 import slicer
+from MedFMAdaptLib import prompt_nodes as prompt_lib
 from MedFMAdaptLib import scene as scene_lib
-from MedFMAdaptLib.client import PRETRAINER, TRAINER
-from MedFMAdaptLib.errors import ServerError
-from MedFMAdaptLib.logic import Job, MedFMAdaptLogic, run_now  # the module's Logic (scene-injected, testable)
-from MedFMAdaptLib.presenter import Action, Presenter, describe_error
+from MedFMAdaptLib.logic import Job, MedFMAdaptLogic, run_now, toggle_review  # the module's Logic (testable)
+from MedFMAdaptLib.outcomes import Connected, Outcome, SampleLoaded, Segmented, TrainingStarted
+from MedFMAdaptLib.presenter import SHORTCUTS, Action, Presenter
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleTest,
@@ -87,7 +87,11 @@ class JobRunner:
 
 
 class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Binds the .ui to the presenter and logic; keeps no state of its own."""
+    """Binds the .ui to the presenter and logic: reads the widgets, starts jobs, renders the presenter's state.
+
+    Panel state lives in the presenter and scene facts in the scene; the widget holds only Qt plumbing (the job
+    runners, the training timer, the shortcuts while the module is shown).
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -97,6 +101,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runner: JobRunner | None = None
         self.training_timer: qt.QTimer | None = None
         self.poll_runner: JobRunner | None = None
+        self.shortcuts: list = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -116,12 +121,15 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.connectButton.clicked.connect(self.onConnect)
         self.ui.uploadButton.clicked.connect(lambda: self.start(lambda: self.logic.upload_job(self._volume())))
         self.ui.nextSampleButton.clicked.connect(self.onNextSample)
+        self.ui.heldOutCheckBox.toggled.connect(self.onHeldOutToggled)
         self.ui.autoSegmentButton.clicked.connect(
             lambda: self.start(
                 lambda: self.logic.auto_segment_job(self._volume(), self._adapter(), uncertainty=self._uncertainty())
             )
         )
-        self.ui.segmentButton.clicked.connect(self.onSegment)
+        self.ui.propagateButton.clicked.connect(self.onPropagate)
+        self.ui.undoPromptButton.clicked.connect(self.onUndoPrompt)
+        self.ui.propagateCheckBox.toggled.connect(lambda on: self.presenter.set_propagate(on))
         self.ui.submitLabelButton.clicked.connect(self.onSubmit)
         self.ui.startTrainingButton.clicked.connect(self.onStartTraining)
         self.ui.pretrainButton.clicked.connect(self.onStartPretraining)
@@ -134,14 +142,49 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.rollbackButton.clicked.connect(self.onRollback)
         self.ui.adapterComboBox.currentIndexChanged.connect(self.onAdapterSelected)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.onVolumeChanged)
-        for selector in (self.ui.roiSelector, self.ui.foregroundSelector, self.ui.backgroundSelector):
-            selector.currentNodeChanged.connect(self.onPromptsChanged)
+        self._setupPromptTools()
         self.onVolumeChanged(self.ui.inputVolumeSelector.currentNode())
 
+    def _setupPromptTools(self) -> None:
+        """Bind the three place widgets to the module's own markups nodes; each placement segments its slice."""
+        nodes = self.logic.prompt_nodes()
+        for role in prompt_lib.ROLES:
+            place = self._placeWidget(role)
+            place.setMRMLScene(slicer.mrmlScene)
+            place.setCurrentNode(nodes.by_role(role))
+            place.buttonsVisible = False
+            place.placeButton().show()
+            modes = slicer.qSlicerMarkupsPlaceWidget
+            place.placeMultipleMarkups = (modes.ForcePlaceSingleMarkup if role == prompt_lib.BOX
+                                          else modes.ForcePlaceMultipleMarkups)
+            place.activeMarkupsPlaceModeChanged.connect(
+                lambda placing, role=role: placing and self.presenter.point_tool_chosen(role))
+            node = nodes.by_role(role)
+            self.addObserver(node, node.PointPositionDefinedEvent, lambda _n, _e, role=role: self.onPromptPlaced(role))
+            for event in (node.PointAddedEvent, node.PointRemovedEvent):
+                self.addObserver(node, event, lambda _n, _e: self.onPromptsCounted())
+        box = nodes.box
+        self.addObserver(box, box.PointEndInteractionEvent, lambda _n, _e: self.onPromptPlaced(prompt_lib.BOX))
+
+    def enter(self) -> None:
+        """Shortcuts of the annotation loop, live only while the module is shown."""
+        for key in SHORTCUTS:
+            shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+            shortcut.activated.connect(lambda key=key: self.onShortcut(key))
+            self.shortcuts.append(shortcut)
+
+    def exit(self) -> None:
+        for shortcut in self.shortcuts:
+            shortcut.activated.disconnect()
+            shortcut.setParent(None)
+        self.shortcuts = []
+
     def cleanup(self) -> None:
+        self.exit()
         if self.training_timer is not None:
             self.training_timer.stop()
         self.removeObservers()
+        prompt_lib.remove_owned(slicer.mrmlScene)
 
     # ---- plumbing ---------------------------------------------------------------------------------------------------
 
@@ -153,6 +196,10 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _uncertainty(self) -> bool:
         return bool(self.ui.uncertaintyCheckBox.checked)
+
+    def _placeWidget(self, role: str):
+        return {prompt_lib.FOREGROUND: self.ui.foregroundPlaceWidget,
+                prompt_lib.BACKGROUND: self.ui.backgroundPlaceWidget, prompt_lib.BOX: self.ui.boxPlaceWidget}[role]
 
     def _showOverlay(self, overlay) -> None:
         """Show an uncertainty map as the slice views' foreground (None: hide it)."""
@@ -186,37 +233,28 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = message + "..."
         self.ui.callProgressBar.value = int(100 * fraction)
 
-    def onJobDone(self, job: Job, message: str) -> None:
-        if job.action is Action.CONNECT:
-            self.presenter.connected(self.logic.client.base_url, self.logic.info, self.logic.registry)
+    def onJobDone(self, job: Job, outcome: Outcome) -> None:
+        """The presenter takes the outcome; the views show its nodes."""
+        self.presenter.apply(job.action, outcome)
+        if isinstance(outcome, Connected):
             qt.QSettings().setValue(SETTINGS_URL, self.ui.serverUrlLineEdit.text)
-        else:
-            self.presenter.succeeded(message)
-        if job.action is Action.NEXT_SAMPLE:
-            self.presenter.sample_chosen(self.ui.strategyComboBox.currentText, self.logic.last_sample)
-            if self.logic.last_fetched is not None:
-                self.ui.inputVolumeSelector.setCurrentNode(self.logic.last_fetched)
-                slicer.util.setSliceViewerLayers(background=self.logic.last_fetched, fit=True)
-        if job.action in (Action.AUTO_SEGMENT, Action.SEGMENT):
-            self.presenter.state.has_result = True
-            segmentation = scene_lib.working_segmentation(slicer.mrmlScene, self._volume())
-            self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
+        if isinstance(outcome, SampleLoaded) and outcome.volume is not None:
+            self.ui.inputVolumeSelector.setCurrentNode(outcome.volume)
+            slicer.util.setSliceViewerLayers(background=outcome.volume, fit=True)
+        if isinstance(outcome, Segmented):
+            self.ui.segmentEditorWidget.setSegmentationNode(outcome.segmentation)
             self.ui.segmentEditorWidget.setSourceVolumeNode(self._volume())
-            if self._uncertainty():
-                self._showOverlay(self.logic.last_overlay)
-        if job.action is Action.COMPARE:
-            self.presenter.compared(self.logic.last_comparison)
-        if job.action in (Action.ACTIVATE, Action.ROLLBACK):
-            self.presenter.registry_changed(self.logic.registry)
-        if job.action is Action.UPLOAD:
-            self.presenter.volume_changed(True, self.logic.image_id(self._volume()))
-        if job.action is Action.REVIEW:
-            self.presenter.state.has_review = True
-        if job.action in (Action.START_TRAINING, Action.START_PRETRAINING):
-            self.presenter.state.training = True
+            if outcome.segment_id:
+                self.ui.segmentEditorWidget.setCurrentSegmentID(outcome.segment_id)
+            if outcome.overlay is not None:
+                self._showOverlay(outcome.overlay)
+        if isinstance(outcome, TrainingStarted):
             self.training_timer.start()
         self.ui.callProgressBar.value = 100
         self.render()
+        pending = self.presenter.take_pending()
+        if pending is not None:
+            self._segmentPlaced(pending)
 
     def onJobError(self, job: Job, error: Exception) -> None:
         self.presenter.failed(error, job.action)
@@ -230,8 +268,10 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             Action.CONNECT: self.ui.connectButton,
             Action.UPLOAD: self.ui.uploadButton,
             Action.NEXT_SAMPLE: self.ui.nextSampleButton,
+            Action.HELD_OUT: self.ui.heldOutCheckBox,
             Action.AUTO_SEGMENT: self.ui.autoSegmentButton,
-            Action.SEGMENT: self.ui.segmentButton,
+            Action.PROPAGATE: self.ui.propagateButton,
+            Action.UNDO_PROMPT: self.ui.undoPromptButton,
             Action.SUBMIT: self.ui.submitLabelButton,
             Action.START_TRAINING: self.ui.startTrainingButton,
             Action.START_PRETRAINING: self.ui.pretrainButton,
@@ -244,16 +284,30 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         }
         for action, button in buttons.items():
             button.enabled = self.presenter.enabled(action)
+        placing = self.presenter.state.connected and s.image_id is not None  # placing stays possible while busy
+        for role in prompt_lib.ROLES:
+            self._placeWidget(role).enabled = placing
+        self._setChecked(self.ui.heldOutCheckBox, s.image_held_out)
+        self._setChecked(self.ui.propagateCheckBox, s.propagate)
         self.ui.statusLabel.text = s.status
         self.ui.fmLabel.text = s.fm or "-"
         self.ui.serverInfoLabel.text = f"Strategies: {', '.join(s.strategies) or 'none'}" if s.connected else ""
         self.ui.sampleReasonLabel.text = s.sample_reason
         self.ui.trainingProgressBar.value = int(100 * s.progress)
+        labels, rate, dice = s.session.lines
+        self.ui.sessionLabelsLabel.text, self.ui.sessionRateLabel.text = labels, rate
+        self.ui.sessionDiceLabel.text = dice
         self._fillCombo(self.ui.adapterComboBox, [a.label for a in s.adapters], [a.version for a in s.adapters],
                         [a.reason for a in s.adapters])
         self._fillCombo(self.ui.strategyComboBox, s.strategies, s.strategies)
         self._fillTable(self.ui.comparisonTable, [row.cells for row in s.comparison])
         self.ui.comparisonSummaryLabel.text = s.comparison_summary
+
+    @staticmethod
+    def _setChecked(box, checked: bool) -> None:
+        box.blockSignals(True)
+        box.checked = bool(checked)
+        box.blockSignals(False)
 
     @staticmethod
     def _fillTable(table, rows) -> None:
@@ -288,18 +342,56 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         strategy = self.ui.strategyComboBox.currentText
         self.start(lambda: self.logic.fetch_job(strategy=strategy))
 
-    def onSegment(self) -> None:
-        self.start(
-            lambda: self.logic.segment_job(
-                self._volume(),
-                self.ui.roiSelector.currentNode(),
-                self.ui.foregroundSelector.currentNode(),
-                self.ui.backgroundSelector.currentNode(),
-                self._adapter(),
-                self._uncertainty(),
-                slice_only=bool(self.ui.sliceOnlyCheckBox.checked),
-            )
-        )
+    def onHeldOutToggled(self, checked: bool) -> None:
+        volume = self._volume()
+        self.start(lambda: self.logic.held_out_job(volume, bool(checked)))
+
+    def onPromptPlaced(self, role: str) -> None:
+        """A point or the box was placed: segment its slice now (or after the call that is running)."""
+        self.onPromptsCounted()
+        try:
+            placed = prompt_lib.newest(self.logic.prompt_nodes(), role)
+        except ValueError:
+            return
+        if self.presenter.prompt_placed(placed):
+            self._segmentPlaced(placed)
+        self.render()
+
+    def _segmentPlaced(self, placed) -> None:
+        volume, segment_id = self._volume(), self._editorNode().GetSelectedSegmentID()
+        propagate = self.presenter.state.propagate
+        self.start(lambda: self.logic.segment_job(volume, None, segment_id, self._adapter(), self._uncertainty(),
+                                                  placed=placed, propagate=propagate))
+
+    def onPromptsCounted(self) -> None:
+        nodes = self.logic.prompt_nodes()
+        placed = sum(nodes.by_role(role).GetNumberOfDefinedControlPoints() for role in prompt_lib.ROLES)
+        self.presenter.prompts_changed(placed)
+        self.render()
+
+    def onPropagate(self) -> None:
+        volume, segment_id = self._volume(), self._editorNode().GetSelectedSegmentID()
+        self.start(lambda: self.logic.segment_job(volume, None, segment_id, self._adapter(), self._uncertainty()))
+
+    def onUndoPrompt(self) -> None:
+        self.start(lambda: self.logic.undo_prompt_job(self._volume(), self.presenter.last_prompt_step()))
+
+    def onTogglePoint(self) -> None:
+        role = self.presenter.toggle_point()
+        self._placeWidget(role).setPlaceModeEnabled(True)
+        self.render()
+
+    def onShortcut(self, key: str) -> None:
+        action = self.presenter.shortcut(key)
+        slots = {
+            Action.NEXT_SAMPLE: self.onNextSample,
+            Action.SUBMIT: self.onSubmit,
+            Action.TOGGLE_POINT: self.onTogglePoint,
+            Action.UNDO_PROMPT: self.onUndoPrompt,
+            Action.PROPAGATE: self.onPropagate,
+        }
+        if action in slots:
+            slots[action]()
 
     def onSubmit(self) -> None:
         volume = self._volume()
@@ -309,8 +401,6 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         method = self.ui.methodComboBox.currentText
         epochs = self.ui.epochsSpinBox.value
         rank = self.ui.rankSpinBox.value
-        self.max_epochs = epochs
-        self.presenter.training_started(TRAINER)
         parent = self.presenter.training_parent(method)
         extra = {"parent": parent} if parent else None
         self.start(lambda: self.logic.start_training_job(method, epochs, rank, extra))
@@ -318,31 +408,26 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStartPretraining(self) -> None:
         epochs = self.ui.epochsSpinBox.value
         rank = self.ui.rankSpinBox.value
-        self.max_epochs = epochs
-        self.presenter.training_started(PRETRAINER)
         self.start(lambda: self.logic.start_pretraining_job(epochs, rank))
 
     def pollTraining(self) -> None:
-        self.poll_runner.start(Job(Action.START_TRAINING, lambda _r: self.logic.poll_training(), lambda r: r))
+        if not self.presenter.enabled(Action.POLL_TRAINING):
+            self.training_timer.stop()
+            return
+        self.poll_runner.start(self.logic.poll_training_job())
 
-    def onTrainingPolled(self, _job: Job, result) -> None:
-        status, info = result
-        self.presenter.training_update(status, info, getattr(self, "max_epochs", 1))
-        chart = self.logic.show_training(info, self.presenter.state.training_task)
+    def onTrainingPolled(self, job: Job, outcome: Outcome) -> None:
+        self.presenter.apply(job.action, outcome)
+        chart = self.logic.show_training(outcome.info, self.presenter.state.training_task)
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         if not self.presenter.state.training:
             self.training_timer.stop()
-            try:
-                self.logic.registry = self.logic.client.registry()
-            except ServerError as error:  # the adapter list stays as it was; the status line says why
-                self.presenter.state.status = describe_error(error)
-            else:
-                self.presenter.connected(self.logic.client.base_url, info, self.logic.registry)
         self.render()
 
     def onTrainingPollError(self, job: Job, error: Exception) -> None:
         self.training_timer.stop()
-        self.onJobError(job, error)
+        self.presenter.failed(error, job.action)
+        self.render()
 
     def onReview(self) -> None:
         adapted = next((a.version for a in self.presenter.state.adapters if a.version != "base"), "base")
@@ -351,10 +436,11 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.start(lambda: self.logic.review_job(self._volume(), adapted))
 
     def onToggleReview(self) -> None:
-        base, adapted = self.logic.review_nodes
-        showing_adapted = adapted.GetDisplayNode().GetVisibility()
-        scene_lib.set_visible(adapted, not showing_adapted)
-        scene_lib.set_visible(base, showing_adapted)
+        try:
+            toggle_review(self._volume())
+        except ValueError as error:
+            self.presenter.failed(error, Action.TOGGLE_REVIEW)
+            self.render()
 
     def onActivate(self) -> None:
         version = self._adapter()
@@ -367,21 +453,18 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUncertaintyToggled(self, checked: bool) -> None:
         """Later segmentations ask for uncertainty; the current volume's overlay is shown or hidden now."""
-        self.presenter.state.uncertainty = bool(checked)
+        self.presenter.set_uncertainty(checked)
         self._showOverlay(scene_lib.overlay_of(self._volume()) if checked else None)
 
     def onAdapterSelected(self, _index: int) -> None:
-        self.presenter.state.selected_adapter = self.ui.adapterComboBox.currentData or "base"
+        self.presenter.adapter_selected(self.ui.adapterComboBox.currentData)
         self.render()
 
     def onVolumeChanged(self, volume) -> None:
-        self.presenter.volume_changed(volume is not None, self.logic.image_id(volume))
-        self.render()
-
-    def onPromptsChanged(self, _node) -> None:
-        self.presenter.state.has_prompts = any(
-            s.currentNode() is not None for s in (self.ui.roiSelector, self.ui.foregroundSelector)
-        )
+        image_id = self.logic.image_id(volume)
+        if image_id != self.presenter.state.image_id:
+            self.logic.prompt_nodes().clear()  # prompts belong to the case they were placed on
+        self.presenter.volume_changed(volume is not None, image_id)
         self.render()
 
 
@@ -390,6 +473,7 @@ class MedFMAdaptTest(ScriptedLoadableModuleTest):
 
     Run: Slicer --no-splash --ignore-slicerrc --python-code
     "import slicer.testing; slicer.testing.runUnitTest(['<repo>/MedFMAdapt'], 'MedFMAdapt')"
+    Not run in CI (no Slicer there); pytest covers the same Logic, scene and presenter with slicer-core.
     """
 
     def setUp(self) -> None:
@@ -404,34 +488,50 @@ class MedFMAdaptTest(ScriptedLoadableModuleTest):
         logic = MedFMAdaptLogic(slicer.mrmlScene)
         presenter = Presenter()
         self.delayDisplay(f"Connecting to {url}")
-        run_now(logic.connect_job(url))
-        presenter.connected(url, logic.info, logic.registry)
+        presenter.apply(Action.CONNECT, run_now(logic.connect_job(url)))
         self.assertIn(Action.NEXT_SAMPLE, presenter.enabled_actions())
         self.assertTrue(any(a.active for a in presenter.state.adapters))
 
         self.delayDisplay("Fetching breast1")
-        run_now(logic.fetch_job(image_id="breast1"))
-        volume = logic.last_fetched
+        loaded = run_now(logic.fetch_job(image_id="breast1"))
+        presenter.apply(Action.NEXT_SAMPLE, loaded)
+        volume = loaded.volume
+        presenter.volume_changed(True, logic.image_id(volume))
         dims = scene_lib.dimensions(volume)
-        to_ras = scene_lib.ijk_to_ras(volume)
-        center = to_ras @ [dims[0] / 2, dims[1] / 2, dims[2] / 2, 1.0]
-        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "prompt")
-        roi.SetCenterWorld(center[0], center[1], center[2])
+        axis = scene_lib.acquisition_axis(volume)
+        center = scene_lib.ijk_to_ras(volume) @ [dims[0] / 2, dims[1] / 2, dims[2] / 2, 1.0]
+        nodes = logic.prompt_nodes()
+        nodes.box.SetCenterWorld(center[0], center[1], center[2])
         spacing = volume.GetSpacing()
-        roi.SetSizeWorld(dims[0] * spacing[0] / 4, dims[1] * spacing[1] / 4, 2 * spacing[2])
+        nodes.box.SetSizeWorld(dims[0] * spacing[0] / 4, dims[1] * spacing[1] / 4, spacing[2] / 2)
+        placed = prompt_lib.newest(nodes, prompt_lib.BOX)
 
-        self.delayDisplay("Segmenting from an ROI (3 slices), with the uncertainty overlay")
-        run_now(logic.segment_job(volume, roi=roi, uncertainty=True))
-        segmentation = scene_lib.working_segmentation(slicer.mrmlScene, volume)
-        self.assertGreater(segmentation.GetSegmentation().GetNumberOfSegments(), 0)
-        self.assertTrue(scene_lib.same_grid(logic.last_overlay, volume))
-        slicer.util.setSliceViewerLayers(foreground=logic.last_overlay, foregroundOpacity=0.5)
+        self.delayDisplay("A box placed: its slice is segmented, with the uncertainty overlay")
+        segmented = run_now(logic.segment_job(volume, placed=placed, propagate=False, uncertainty=True))
+        presenter.apply(Action.SEGMENT, segmented)
+        mask = scene_lib.segment_array(segmented.segmentation, segmented.segment_id, volume)
+        self.assertEqual(segmented.params["slices"], [prompt_lib.placed_slice(volume, nodes, placed, axis)])
+        self.assertEqual(int(mask.any(axis=tuple(a for a in range(3) if a != 2 - axis)).sum()), 1)
+        self.assertTrue(scene_lib.same_grid(segmented.overlay, volume))
 
-        self.delayDisplay("Re-uploading as a new case and submitting the label")
+        self.delayDisplay("Undo the box: the slice is empty again")
+        presenter.apply(Action.UNDO_PROMPT, run_now(logic.undo_prompt_job(volume, presenter.last_prompt_step())))
+        self.assertFalse(scene_lib.segment_array(segmented.segmentation, segmented.segment_id, volume).any())
+
+        self.delayDisplay("Re-uploading as a new case, segmenting and submitting the label")
         run_now(logic.upload_job(volume, "breast1_slicer_selftest"))
-        run_now(logic.submit_job(volume, segmentation))
+        nodes.box.SetCenterWorld(center[0], center[1], center[2])
+        run_now(logic.segment_job(volume, placed=prompt_lib.newest(nodes, prompt_lib.BOX), propagate=True))
+        submitted = run_now(logic.submit_job(volume, segmented.segmentation))
+        presenter.apply(Action.SUBMIT, submitted)
+        self.assertGreaterEqual(presenter.state.session.labels, 1)
+
+        self.delayDisplay("Held out and back")
+        presenter.apply(Action.HELD_OUT, run_now(logic.held_out_job(volume, True)))
+        self.assertIn("breast1_slicer_selftest", presenter.state.held_out)
+        presenter.apply(Action.HELD_OUT, run_now(logic.held_out_job(volume, False)))
 
         self.delayDisplay("Training status and chart")
-        status, info = logic.poll_training() if "medsam_adapt" in logic.info.get("trainers", {}) else ({}, logic.info)
-        self.assertIsNotNone(logic.show_training(info))
-        self.delayDisplay(f"Workflow passed ({status.get('status', 'no training yet')})")
+        polled = run_now(logic.poll_training_job())
+        self.assertIsNotNone(logic.show_training(polled.info))
+        self.delayDisplay(f"Workflow passed ({polled.status.get('status', 'no training yet')})")

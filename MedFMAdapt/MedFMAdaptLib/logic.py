@@ -3,7 +3,8 @@
 A Job splits an action in three so the GUI never blocks and MRML is only touched on the GUI thread:
 what must read the scene runs when the job is made (and may raise ValueError with a plain message at once),
 `work` does the network calls (safe on a worker thread, reports progress through a callback),
-and `finish` puts the answer into the scene (GUI thread) and returns the status line.
+and `finish` puts the answer into the scene (GUI thread) and returns a typed Outcome (status line plus payload)
+for the presenter. The Logic keeps its connection and the annotation clock, never its last answers.
 """
 
 from __future__ import annotations
@@ -16,9 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from . import prompt_nodes
 from . import scene as scene_lib
 from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, TRAINER, InferResult, MedFMClient
-from .presenter import Action
+from .outcomes import (
+    Compared,
+    Connected,
+    HeldOutChanged,
+    Outcome,
+    PromptUndone,
+    RegistryChanged,
+    ReviewReady,
+    SampleLoaded,
+    Segmented,
+    Submitted,
+    TrainingPolled,
+    TrainingStarted,
+    Uploaded,
+)
+from .presenter import Action, PromptStep
 
 T = TypeVar("T")
 Report = Callable[[str, float], None]
@@ -26,6 +43,7 @@ IMAGE_ID_ATTRIBUTE = "MedFMAdapt.ImageID"
 BASE_COLOR = (0.25, 0.55, 1.0)
 ADAPTED_COLOR = (1.0, 0.55, 0.1)
 RESULT_COLOR = (0.95, 0.85, 0.2)
+REVIEW_ROLES = ("MedFMAdapt.reviewBase", "MedFMAdapt.reviewAdapted")
 
 
 def _ignore(_message: str, _fraction: float) -> None:
@@ -38,10 +56,10 @@ class Job(Generic[T]):
 
     action: Action
     work: Callable[[Report], T]
-    finish: Callable[[T], str]
+    finish: Callable[[T], Outcome]
 
 
-def run_now(job: Job, report: Report = _ignore) -> str:
+def run_now(job: Job, report: Report = _ignore) -> Outcome:
     """Run a job synchronously (tests and the in-Slicer self-test); the Widget uses a worker thread instead."""
     return job.finish(job.work(report))
 
@@ -59,15 +77,8 @@ class MedFMAdaptLogic:
         self.scene = scene
         self.client_factory = client_factory
         self.client: MedFMClient | None = None
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # GET /info/ of the connected server: label names for every conversion
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="medfmadapt_scene_"))
-        self.last_fetched = None  # volume node most recently fetched from the server
-        self.last_result: InferResult | None = None
-        self.review_nodes: list = []  # [base, adapted] segmentation nodes of the last review
-        self.registry: dict[str, Any] | None = None  # GET /medfm/adapters; None until connected
-        self.last_sample: dict[str, Any] = {}  # the last active-learning answer (id, chosen_by, reason, ...)
-        self.last_comparison: dict[str, Any] = {}
-        self.last_overlay = None  # uncertainty overlay node of the last segmentation that asked for one
         # The annotation record sent with each label: one id per Slicer session (per Logic), and per image id
         # when its annotation started (fetched, or first segmented) and which strategy proposed it.
         self.session_id = f"slicer-{uuid.uuid4().hex[:12]}"
@@ -90,6 +101,10 @@ class MedFMAdaptLogic:
     def _label_names(self) -> dict[int, str]:
         return scene_lib.label_names(self.info.get("labels"))
 
+    def prompt_nodes(self) -> prompt_nodes.PromptNodes:
+        """The prompt tools' markups nodes in this Logic's scene (created on first use)."""
+        return prompt_nodes.PromptNodes.owned(self.scene)
+
     def _require_image_id(self, volume) -> str:
         if volume is None:
             raise ValueError("Select a volume first.")
@@ -106,12 +121,13 @@ class MedFMAdaptLogic:
 
         def work(report: Report):
             report("Asking the server what it offers", 0.2)
-            return client.info(), client.registry()
+            return client.info(), client.registry(), client.heldout(), client.sessions()
 
-        def finish(result) -> str:
+        def finish(result) -> Connected:
             self.client = client
-            self.info, self.registry = result
-            return f"Connected to {client.base_url}."
+            self.info, registry, held_out, sessions = result
+            return Connected(f"Connected to {client.base_url}.", client.base_url, self.info, registry, held_out,
+                             sessions, self.session_id)
 
         return Job(Action.CONNECT, work, finish)
 
@@ -129,9 +145,9 @@ class MedFMAdaptLogic:
             report(f"Uploading {path.stat().st_size / 1e6:.1f} MB", 0.1)
             return client.upload_image(path, wanted)
 
-        def finish(stored_id: str) -> str:
+        def finish(stored_id: str) -> Uploaded:
             volume.SetAttribute(IMAGE_ID_ATTRIBUTE, stored_id)
-            return f"Uploaded '{volume.GetName()}' as {stored_id}."
+            return Uploaded(f"Uploaded '{volume.GetName()}' as {stored_id}.", stored_id)
 
         return Job(Action.UPLOAD, work, finish)
 
@@ -157,15 +173,14 @@ class MedFMAdaptLogic:
             report(f"Downloading {chosen}", 0.4)
             return chosen, sample, client.download_image(str(chosen))
 
-        def finish(result) -> str:
+        def finish(result) -> SampleLoaded:
             chosen, sample, path = result
-            self.last_sample = sample
-            self.last_fetched = None
             if chosen is None:
-                return f"Nothing to label: every image on the server has a label ({strategy} has no candidate)."
+                message = f"Nothing to label: every image on the server has a label ({strategy} has no candidate)."
+                return SampleLoaded(message, strategy or "", sample)
             volume = scene_lib.read_volume(self.scene, path, str(chosen))
             volume.SetAttribute(IMAGE_ID_ATTRIBUTE, str(chosen))
-            self.last_fetched = volume
+            self.prompt_nodes().clear()  # prompts belong to the case they were placed on
             self.started[str(chosen)] = self.clock()
             proposer = sample.get("chosen_by") or (strategy if sample else None)
             if proposer:
@@ -173,20 +188,15 @@ class MedFMAdaptLogic:
             else:
                 self.proposed_by.pop(str(chosen), None)
             reason = sample.get("reason")
-            return f"Loaded {chosen} from the server" + (f" ({proposer}: {reason})." if reason else ".")
+            message = f"Loaded {chosen} from the server" + (f" ({proposer}: {reason})." if reason else ".")
+            return SampleLoaded(message, strategy or "", sample, volume, str(chosen))
 
         return Job(Action.NEXT_SAMPLE, work, finish)
 
     # ---- segment ----------------------------------------------------------------------------------------------------
 
-    def _infer_into_scene(
-        self, action: Action, volume, model: str, params: dict[str, Any], title: str, uncertainty: bool = False
-    ) -> Job:
-        client = self._client()
-        image_id = self._require_image_id(volume)
-        if uncertainty:
-            params = {**params, "uncertainty": True}
-        self.started.setdefault(image_id, self.clock())  # an uploaded case's annotation starts with its first call
+    def _run_infer(self, client: MedFMClient, model: str, image_id: str, params: dict[str, Any], uncertainty: bool):
+        """The network half of every segmentation: infer, then the uncertainty map when one was asked for."""
 
         def work(report: Report) -> InferResult:
             report(f"Running {model} on the server", 0.1)
@@ -197,66 +207,130 @@ class MedFMAdaptLogic:
                 result.extra_files["uncertainty"] = client.download_result(str(described["url"]))
             return result
 
-        def finish(result: InferResult) -> str:
-            if result.label_path is None:
-                raise ValueError("The server answered without a label; nothing was added.")
-            if uncertainty and "uncertainty" not in result.extra_files:
-                raise ValueError("The server sent no uncertainty map (is it older than this module?); nothing added.")
-            fresh = scene_lib.label_file_to_segmentation(
-                self.scene, result.label_path, volume, title, self._label_names(), RESULT_COLOR
-            )
-            try:
-                overlay = None
-                if uncertainty:  # checked against the grid before the user's segmentation changes
-                    overlay = scene_lib.load_overlay(self.scene, result.extra_files["uncertainty"], volume)
-                target = scene_lib.working_segmentation(self.scene, volume)
-                names = scene_lib.merge_segments(target, fresh)
-            finally:
-                self.scene.RemoveNode(fresh)
-            self.last_result = result
-            self.last_overlay = overlay
-            adapter = result.params.get("adapter", params.get("adapter", "base"))
-            timing = result.params.get("timing")
-            total = timing.get("total_s") if isinstance(timing, dict) else None  # the server's whole call, seconds
-            took = f" in {float(total):.1f} s" if total else ""
-            most = (result.params.get("uncertainty") or {}).get("max") if uncertainty else None
-            unsure = f"; uncertainty up to {float(most):.2f} nats (0.69 = guessing)" if most is not None else ""
-            return f"{title}: {', '.join(names) or 'empty result'} (adapter {adapter}){took}{unsure}."
+        return work
 
-        return Job(action, work, finish)
+    def _checked_answer(self, result: InferResult, volume, uncertainty: bool):
+        """The reply's label (and overlay) once checked against the volume's grid; nothing is changed before."""
+        if result.label_path is None:
+            raise ValueError("The server answered without a label; nothing was added.")
+        if uncertainty and "uncertainty" not in result.extra_files:
+            raise ValueError("The server sent no uncertainty map (is it older than this module?); nothing added.")
+        label = scene_lib.read_volume(self.scene, result.label_path, "answer", labelmap=True, add=False)
+        if not scene_lib.same_grid(label, volume):
+            raise ValueError("The server's label is not on the volume's voxel grid; nothing was added to the scene.")
+        overlay = scene_lib.load_overlay(self.scene, result.extra_files["uncertainty"], volume) if uncertainty else None
+        return scene_lib.voxel_array(label), overlay
+
+    @staticmethod
+    def _said(title: str, names: list[str], result: InferResult, params: dict[str, Any], uncertainty: bool) -> str:
+        adapter = result.params.get("adapter", params.get("adapter", "base"))
+        timing = result.params.get("timing")
+        total = timing.get("total_s") if isinstance(timing, dict) else None  # the server's whole call, seconds
+        took = f" in {float(total):.1f} s" if total else ""
+        most = (result.params.get("uncertainty") or {}).get("max") if uncertainty else None
+        unsure = f"; uncertainty up to {float(most):.2f} nats (0.69 = guessing)" if most is not None else ""
+        return f"{title}: {', '.join(names) or 'empty result'} (adapter {adapter}){took}{unsure}"
 
     def segment_job(
         self,
         volume,
-        roi=None,
-        foreground=None,
-        background=None,
+        nodes: prompt_nodes.PromptNodes | None = None,
+        segment_id: str | None = None,
         adapter: str = "base",
         uncertainty: bool = False,
-        slice_only: bool = False,
+        placed: prompt_nodes.Placed | None = None,
+        propagate: bool = True,
     ) -> Job:
-        """Interactive segmentation from markups, converted to the server's IJK prompts now.
+        """Interactive segmentation from the prompt tools' markups, into one segment of the working segmentation.
 
-        With `uncertainty` the server also returns its per-voxel uncertainty, loaded as a colour overlay volume.
-        With `slice_only`, points without an ROI segment only the slices they sit on (a refinement answers in about
-        0.2 s on a 2-core CPU instead of about 0.8 s when it follows the structure through the volume).
+        A `placed` prompt without `propagate` asks for its slice only (about 0.2 s on a 2-core CPU) and replaces
+        that slice of the segment; Propagate (no `placed`) or `propagate` asks for the whole structure from every
+        prompt and replaces the segment's earlier prediction. Slices the radiologist edited by hand are kept,
+        except the slice a prompt was just placed on. The target is `segment_id` (the Segment Editor's selection),
+        else the first segment, else a new one named after the server's first label.
         """
         if volume is None:
             raise ValueError("Select a volume first.")
-        params = scene_lib.build_prompts(volume, roi, foreground, background)
-        params["adapter"] = adapter
-        if slice_only:
-            params["max_propagation"] = 0
-        return self._infer_into_scene(Action.SEGMENT, volume, INTERACTIVE_MODEL, params, "Segment", uncertainty)
+        client = self._client()
+        image_id = self._require_image_id(volume)
+        nodes = nodes or self.prompt_nodes()
+        segmentation = scene_lib.working_segmentation(self.scene, volume)
+        name = next(iter(self._label_names().values()), "Segment_1")
+        target = scene_lib.target_segment(segmentation, segment_id, name, RESULT_COLOR)
+        axis = scene_lib.acquisition_axis(volume)
+        clicked = prompt_nodes.placed_slice(volume, nodes, placed, axis) if placed is not None else None
+        if clicked is not None and not propagate:
+            current = scene_lib.segment_array(segmentation, target, volume)
+            params = prompt_nodes.slice_request(volume, nodes, axis, clicked, current)
+        else:
+            params = prompt_nodes.structure_request(volume, nodes, axis)
+        params = {**params, "adapter": adapter, **({"uncertainty": True} if uncertainty else {})}
+        self.started.setdefault(image_id, self.clock())  # an uploaded case's annotation starts with its first call
+        whole = clicked is None or propagate
+
+        def finish(result: InferResult) -> Segmented:
+            answer, overlay = self._checked_answer(result, volume, uncertainty)
+            reply_axis = int(result.params.get("slice_axis", axis))
+            slices = [int(k) for k in result.params.get("slices") or []]
+            forced = [clicked] if clicked is not None and reply_axis == axis else []
+            change = scene_lib.replace_slices(segmentation, target, volume, answer > 0, reply_axis, slices, forced,
+                                              clear_stale=whole)
+            segment = segmentation.GetSegmentation().GetSegment(target).GetName()
+            where = f"slice {clicked}" if not whole else f"{len(slices)} slices"
+            kept = f"; kept your edits on {len(change.kept)} slices" if change.kept else ""
+            message = self._said(f"Segment ({where})", [segment], result, params, uncertainty) + kept + "."
+            return Segmented(message, segmentation, target, overlay, result.params, result.label_path,
+                             result.extra_files, change, placed, change.kept)
+
+        return Job(Action.SEGMENT if placed is not None else Action.PROPAGATE,
+                   self._run_infer(client, INTERACTIVE_MODEL, image_id, params, uncertainty), finish)
+
+    def undo_prompt_job(self, volume, step: PromptStep | None, nodes: prompt_nodes.PromptNodes | None = None) -> Job:
+        """Take back the last prompt: its markup goes and the slices its answer replaced come back (no network)."""
+        if step is None:
+            raise ValueError("There is no prompt to undo.")
+        if volume is None or self.image_id(volume) != step.image_id:
+            raise ValueError(f"The last prompt was placed on {step.image_id}; select that volume to undo it.")
+        segmentation = scene_lib.working_segmentation(self.scene, volume)
+        nodes = nodes or self.prompt_nodes()
+
+        def finish(_none) -> PromptUndone:
+            if step.placed is not None:
+                nodes.remove(step.placed)
+            scene_lib.undo_slices(segmentation, volume, step.change)
+            slices = ", ".join(str(k) for k in step.change.replaced) or "none changed"
+            return PromptUndone(f"Undid the last prompt (slices {slices}).")
+
+        return Job(Action.UNDO_PROMPT, lambda _report: None, finish)
 
     def auto_segment_job(self, volume, adapter: str = "base", roi=None, uncertainty: bool = False) -> Job:
-        """Automatic segmentation with an adapter, optionally limited to an ROI (and with the uncertainty overlay)."""
+        """Automatic segmentation with an adapter, optionally limited to an ROI (and with the uncertainty overlay).
+
+        Each label's segment is replaced as a whole by the answer (segments of other labels stay)."""
         if volume is None:
             raise ValueError("Select a volume first.")
-        params: dict[str, Any] = {"adapter": adapter}
+        client = self._client()
+        image_id = self._require_image_id(volume)
+        params: dict[str, Any] = {"adapter": adapter, **({"uncertainty": True} if uncertainty else {})}
         if roi is not None:
             params["roi"] = scene_lib.roi_to_box(volume, roi)
-        return self._infer_into_scene(Action.AUTO_SEGMENT, volume, AUTO_MODEL, params, "Auto segment", uncertainty)
+        self.started.setdefault(image_id, self.clock())
+
+        def finish(result: InferResult) -> Segmented:
+            answer, overlay = self._checked_answer(result, volume, uncertainty)
+            fresh = scene_lib.label_file_to_segmentation(
+                self.scene, result.label_path, volume, "Auto segment", self._label_names(), RESULT_COLOR
+            )
+            try:
+                target = scene_lib.working_segmentation(self.scene, volume)
+                names = scene_lib.merge_segments(target, fresh)
+            finally:
+                self.scene.RemoveNode(fresh)
+            first = target.GetSegmentation().GetSegmentIdBySegmentName(names[0]) if names else ""
+            message = self._said("Auto segment", names, result, params, uncertainty) + "."
+            return Segmented(message, target, first, overlay, result.params, result.label_path, result.extra_files)
+
+        return Job(Action.AUTO_SEGMENT, self._run_infer(client, AUTO_MODEL, image_id, params, uncertainty), finish)
 
     def submit_job(self, volume, segmentation) -> Job:
         """Write the corrected segmentation on the volume's grid now; save it as the final label in `work`."""
@@ -273,12 +347,14 @@ class MedFMAdaptLogic:
 
         def work(report: Report):
             report("Sending the label", 0.2)
-            return client.save_label(image_id, path, params=record)
+            client.save_label(image_id, path, params=record)
+            report("Reading this session's figures", 0.8)
+            return client.sessions()
 
-        def finish(_result) -> str:
+        def finish(sessions: dict[str, Any]) -> Submitted:
             self.started.pop(image_id, None)  # a later correction of this image starts a new clock
             took = f" after {record['annotation_seconds']:.0f} s" if "annotation_seconds" in record else ""
-            return f"Saved the label of {image_id} on the server{took}."
+            return Submitted(f"Saved the label of {image_id} on the server{took}.", image_id, sessions)
 
         return Job(Action.SUBMIT, work, finish)
 
@@ -305,7 +381,8 @@ class MedFMAdaptLogic:
             report(f"Starting {method} adaptation", 0.05)
             return client.start_training(params)
 
-        return Job(Action.START_TRAINING, work, lambda _r: f"Adaptation ({method}, {max_epochs} epochs) started.")
+        said = f"Adaptation ({method}, {max_epochs} epochs) started."
+        return Job(Action.START_TRAINING, work, lambda _r: TrainingStarted(said, TRAINER, int(max_epochs)))
 
     def start_pretraining_job(self, max_epochs: int, rank: int, recipe: str = "consistency") -> Job:
         """POST /train/medsam_pretrain: adapt the image encoder to every scan on the server (labelled or not,
@@ -319,27 +396,38 @@ class MedFMAdaptLogic:
             report("Starting pretraining on the unlabelled scans", 0.05)
             return client.start_training(params, trainer=PRETRAINER)
 
-        return Job(Action.START_PRETRAINING, work,
-                   lambda _r: f"Pretraining on the unlabelled scans ({recipe}, {max_epochs} epochs) started.")
+        said = f"Pretraining on the unlabelled scans ({recipe}, {max_epochs} epochs) started."
+        return Job(Action.START_PRETRAINING, work, lambda _r: TrainingStarted(said, PRETRAINER, int(max_epochs)))
 
-    def poll_training(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Training status and fresh /info/ (for the history); network only, safe on a worker thread."""
+    def poll_training_job(self) -> Job:
+        """Training status and fresh /info/ (for the history); once the task stopped, the registry too (a new
+        version and the guard's decision)."""
         client = self._client()
-        status = client.training_status()
-        info = client.info()
-        return status, info
+
+        def work(_report: Report):
+            status = client.training_status()
+            info = client.info()
+            running = str(status.get("status", "")).upper() in ("RUNNING", "QUEUED", "PENDING")
+            return status, info, None if running else client.registry()
+
+        def finish(result) -> TrainingPolled:
+            status, info, registry = result
+            self.info = info
+            return TrainingPolled(str(status.get("status", "")), status, info, registry)
+
+        return Job(Action.POLL_TRAINING, work, finish)
 
     def show_training(self, info: dict[str, Any], task: str = TRAINER):
         """Update the loss/Dice chart from /info/ train_stats of `task` (GUI thread). Returns the chart node."""
         from .plots import update_training_plot
 
-        self.info = info
         history = ((info.get("train_stats") or {}).get(task) or {}).get("history") or []
         return update_training_plot(self.scene, history)
 
     def stop_training_job(self) -> Job:
         client = self._client()
-        return Job(Action.STOP_TRAINING, lambda _report: client.stop_training(), lambda _r: "Adaptation stopped.")
+        return Job(Action.STOP_TRAINING, lambda _report: client.stop_training(),
+                   lambda _r: Outcome("Adaptation stopped."))
 
     # ---- review -----------------------------------------------------------------------------------------------------
 
@@ -355,7 +443,7 @@ class MedFMAdaptLogic:
                 results[version] = client.infer(AUTO_MODEL, image_id, {"adapter": version})
             return results
 
-        def finish(results: dict[str, InferResult]) -> str:
+        def finish(results: dict[str, InferResult]) -> ReviewReady:
             nodes = []
             try:
                 for version, color in ((base, BASE_COLOR), (adapted, ADAPTED_COLOR)):
@@ -371,9 +459,14 @@ class MedFMAdaptLogic:
                 for node in nodes:
                     self.scene.RemoveNode(node)
                 raise
-            self.review_nodes = nodes
+            for role, node in zip(REVIEW_ROLES, nodes):  # noqa: B905 -- Slicer 5.6 has Python 3.9
+                old = volume.GetNodeReference(role)
+                volume.SetNodeReferenceID(role, node.GetID())
+                if old is not None:
+                    self.scene.RemoveNode(old)
             scene_lib.set_visible(nodes[0], False)
-            return f"Review ready: base (blue) and {adapted} (orange); use Toggle to compare."
+            message = f"Review ready: base (blue) and {adapted} (orange); use Toggle to compare."
+            return ReviewReady(message, nodes[0], nodes[1])
 
         return Job(Action.REVIEW, work, finish)
 
@@ -389,9 +482,8 @@ class MedFMAdaptLogic:
             report(f"Comparing {base} and {adapted} on the held-out images", 0.1)
             return client.compare_adapters(base, adapted, mode)
 
-        def finish(result: dict[str, Any]) -> str:
-            self.last_comparison = result
-            return str(result.get("summary") or "Comparison ready.")
+        def finish(result: dict[str, Any]) -> Compared:
+            return Compared(str(result.get("summary") or "Comparison ready."), result)
 
         return Job(Action.COMPARE, work, finish)
 
@@ -402,9 +494,9 @@ class MedFMAdaptLogic:
             answer = call()
             return answer, client.registry()
 
-        def finish(result) -> str:
-            answer, self.registry = result
-            return said(str(answer.get("active") or self.registry.get("active") or "?"))
+        def finish(result) -> RegistryChanged:
+            answer, registry = result
+            return RegistryChanged(said(str(answer.get("active") or registry.get("active") or "?")), registry)
 
         return Job(action, work, finish)
 
@@ -420,3 +512,34 @@ class MedFMAdaptLogic:
         return self._registry_change(
             Action.ROLLBACK, client.rollback_adapter, lambda active: f"Rolled back to adapter {active}."
         )
+
+    # ---- held-out images ----------------------------------------------------------------------------------------
+
+    def held_out_job(self, volume, held_out: bool) -> Job:
+        """PUT /medfm/heldout for the volume's image: evaluate adapters on it and never train on it (or undo).
+
+        The server takes only images with a final label, and says so in plain words otherwise."""
+        client = self._client()
+        image_id = self._require_image_id(volume)
+
+        def work(report: Report) -> list[str]:
+            report("Marking the image held out" if held_out else "Returning the image to training", 0.2)
+            return client.set_heldout([image_id], held_out)
+
+        def finish(listed: list[str]) -> HeldOutChanged:
+            said = ("is held out: adapters are judged on it and never trained on it" if held_out
+                    else "is used for training again")
+            return HeldOutChanged(f"{image_id} {said} ({len(listed)} held-out images).", list(listed))
+
+        return Job(Action.HELD_OUT, work, finish)
+
+
+def toggle_review(volume) -> bool:
+    """Show the other one of a volume's review pair (base or adapted); returns whether adapted is now shown."""
+    base, adapted = (volume.GetNodeReference(role) if volume is not None else None for role in REVIEW_ROLES)
+    if base is None or adapted is None:
+        raise ValueError("Run base and adapted first.")
+    showing_adapted = bool(adapted.GetDisplayNode().GetVisibility())
+    scene_lib.set_visible(adapted, not showing_adapted)
+    scene_lib.set_visible(base, showing_adapted)
+    return not showing_adapted

@@ -19,6 +19,21 @@ from .errors import (
     ServerTimeout,
     TLSFailure,
 )
+from .outcomes import (
+    Compared,
+    Connected,
+    HeldOutChanged,
+    Outcome,
+    PromptUndone,
+    RegistryChanged,
+    ReviewReady,
+    SampleLoaded,
+    Segmented,
+    Submitted,
+    TrainingPolled,
+    TrainingStarted,
+    Uploaded,
+)
 
 
 class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ships Python 3.9
@@ -28,8 +43,12 @@ class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ship
     UPLOAD = "upload"
     NEXT_SAMPLE = "next_sample"
     AUTO_SEGMENT = "auto_segment"
-    SEGMENT = "segment"
+    SEGMENT = "segment"  # a prompt was placed: its slice is segmented at once
+    PROPAGATE = "propagate"  # every prompt, followed through the structure
+    UNDO_PROMPT = "undo_prompt"
+    TOGGLE_POINT = "toggle_point"  # place foreground points <-> background points
     SUBMIT = "submit"
+    HELD_OUT = "held_out"
     START_TRAINING = "start_training"
     START_PRETRAINING = "start_pretraining"
     STOP_TRAINING = "stop_training"
@@ -38,6 +57,7 @@ class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ship
     TOGGLE_REVIEW = "toggle_review"
     ACTIVATE = "activate"
     ROLLBACK = "rollback"
+    POLL_TRAINING = "poll_training"  # the timer's status poll while a train task runs (no button)
 
 
 # What the panel is doing, in words that fit "... while <doing>" and "The server refused to <verb>".
@@ -46,8 +66,13 @@ DOING = {
     Action.UPLOAD: ("uploading the volume", "accept the volume"),
     Action.NEXT_SAMPLE: ("fetching the next sample", "send the image"),
     Action.AUTO_SEGMENT: ("segmenting automatically", "segment the volume"),
-    Action.SEGMENT: ("segmenting from your prompts", "segment from the prompts"),
+    Action.SEGMENT: ("segmenting the clicked slice", "segment from the prompt"),
+    Action.PROPAGATE: ("following the structure through the volume", "segment from the prompts"),
+    Action.UNDO_PROMPT: ("undoing the last prompt", "undo the prompt"),
+    Action.TOGGLE_POINT: ("switching the point type", "switch the point type"),
     Action.SUBMIT: ("submitting the label", "accept the label"),
+    Action.HELD_OUT: ("changing the held-out images", "change the held-out images"),
+    Action.POLL_TRAINING: ("reading the training progress", "report the training progress"),
     Action.START_TRAINING: ("starting adaptation", "start adaptation"),
     Action.START_PRETRAINING: ("starting pretraining on the unlabelled scans", "start pretraining"),
     Action.STOP_TRAINING: ("stopping adaptation", "stop adaptation"),
@@ -57,6 +82,17 @@ DOING = {
     Action.ACTIVATE: ("activating the adapter", "activate the adapter"),
     Action.ROLLBACK: ("rolling back the adapter", "roll back the adapter"),
 }
+
+# The keys of the loop a session repeats; live only while the module is shown, each only when its action is.
+SHORTCUTS = {
+    "N": Action.NEXT_SAMPLE,
+    "S": Action.SUBMIT,
+    "X": Action.TOGGLE_POINT,
+    "U": Action.UNDO_PROMPT,
+    "P": Action.PROPAGATE,
+}
+FOREGROUND, BACKGROUND = "foreground", "background"
+UNDO_DEPTH = 20  # prompts that can be taken back, newest first
 
 
 def describe_error(error: BaseException, action: Action | None = None) -> str:
@@ -170,6 +206,35 @@ class ComparisonRow:
 
 
 @dataclass
+class PromptStep:
+    """One prompt's answer, as undo needs it: the image, what the answer changed, and the prompt (None for
+    Propagate, whose markups stay)."""
+
+    image_id: str
+    change: Any  # scene.SliceChange
+    placed: Any = None  # prompt_nodes.Placed
+
+
+@dataclass
+class SessionFigures:
+    """The session panel: this Slicer session's labels and pace, and how good the live adapter is."""
+
+    labels: int = 0
+    labels_per_hour: float | None = None
+    annotation_seconds: float = 0.0
+    active: str = "base"
+    active_dice: float | None = None
+
+    @property
+    def lines(self) -> tuple[str, str, str]:
+        rate = f"{self.labels_per_hour:.1f} per hour" if self.labels_per_hour is not None else "no timed label yet"
+        minutes = f", {self.annotation_seconds / 60:.1f} min annotating" if self.annotation_seconds else ""
+        dice = f"{self.active_dice:.3f}" if self.active_dice is not None else "not measured (mark held-out images)"
+        return (f"{self.labels} label{'s' * (self.labels != 1)} this session",
+                f"{rate}{minutes}", f"{self.active}: held-out Dice {dice}")
+
+
+@dataclass
 class PanelState:
     """Everything the panel shows; the Widget renders it and never keeps state of its own."""
 
@@ -196,7 +261,19 @@ class PanelState:
     comparison: list[ComparisonRow] = field(default_factory=list)
     comparison_summary: str = ""
     uncertainty: bool = False
+    held_out: list[str] = field(default_factory=list)  # the server's held-out image ids
+    point_role: str = FOREGROUND  # which point the next placement (and the X key) makes
+    propagate: bool = False  # the setting: each placed prompt follows the structure instead of its slice only
+    prompt_steps: list[PromptStep] = field(default_factory=list)  # newest last
+    pending: Any = None  # a prompt placed while a call ran; sent when it ends
+    max_epochs: int = 1
+    session_id: str = ""
+    session: SessionFigures = field(default_factory=SessionFigures)
     status: str = "Not connected. Enter the server address and press Connect."
+
+    @property
+    def image_held_out(self) -> bool:
+        return self.image_id is not None and self.image_id in self.held_out
 
 
 class Presenter:
@@ -212,6 +289,8 @@ class Presenter:
         s = self.state
         if action is Action.STOP_TRAINING:
             return s.connected and s.training and s.busy is None
+        if action is Action.POLL_TRAINING:
+            return s.connected and s.training
         if s.busy is not None:
             return False
         if action is Action.CONNECT:
@@ -223,8 +302,12 @@ class Presenter:
             Action.UPLOAD: s.has_volume,
             Action.NEXT_SAMPLE: bool(s.strategies),
             Action.AUTO_SEGMENT: on_server and AUTO_MODEL in s.models,
-            Action.SEGMENT: on_server and s.has_prompts and INTERACTIVE_MODEL in s.models,
+            Action.SEGMENT: on_server and INTERACTIVE_MODEL in s.models,
+            Action.PROPAGATE: on_server and s.has_prompts and INTERACTIVE_MODEL in s.models,
+            Action.UNDO_PROMPT: bool(s.prompt_steps) and s.prompt_steps[-1].image_id == s.image_id,
+            Action.TOGGLE_POINT: on_server and INTERACTIVE_MODEL in s.models,
             Action.SUBMIT: on_server and s.has_result,
+            Action.HELD_OUT: on_server,
             Action.START_TRAINING: TRAINER in s.trainers and not s.training,
             Action.START_PRETRAINING: PRETRAINER in s.trainers and not s.training,
             Action.REVIEW: on_server and AUTO_MODEL in s.models and any(a.version != "base" for a in s.adapters),
@@ -254,9 +337,13 @@ class Presenter:
         self.state.status = message
 
     def failed(self, error: BaseException, action: Action | None = None) -> None:
-        """A call failed: show why; a failed connect leaves the panel disconnected."""
+        """A call failed: show why; a failed connect leaves the panel disconnected. A failed progress poll stops
+        the polling but leaves whatever call is running alone."""
         action = action or self.state.busy
-        self.state.busy = None
+        if action is Action.POLL_TRAINING:
+            self.state.training = False
+        else:
+            self.state.busy = None
         if action is Action.CONNECT or isinstance(error, ConnectionFailed):
             self.state.connected = False
         self.state.status = describe_error(error, action)
@@ -286,14 +373,124 @@ class Presenter:
         s.adapters = self._adapter_rows(adapters)
         if not any(a.version == s.selected_adapter for a in s.adapters):
             s.selected_adapter = next((a.version for a in s.adapters if a.active), "base")
+        active = next((a for a in s.adapters if a.active), None)
+        if active is not None and active.version != s.session.active:  # the live version changed
+            s.session.active, s.session.active_dice = active.version, active.dice
 
     def volume_changed(self, has_volume: bool, image_id: str | None = None) -> None:
-        """A different volume is selected: results and prompts belong to the old one."""
+        """A different volume is selected: results and prompts belong to the old one (its undo steps are kept and
+        apply again when it is selected again)."""
         s = self.state
+        if image_id != s.image_id or not has_volume:
+            s.has_result = False
+            s.has_review = False
+            s.pending = None
         s.has_volume = has_volume
         s.image_id = image_id
-        s.has_result = False
-        s.has_review = False
+
+    # ---- prompts --------------------------------------------------------------------------------------------------
+
+    def prompts_changed(self, count: int) -> None:
+        """How many prompts (points and box) are placed: Propagate needs one."""
+        self.state.has_prompts = count > 0
+
+    def prompt_placed(self, placed: Any) -> bool:
+        """A prompt was placed: True to send it now; while a call runs it waits (the newest one) and is sent after."""
+        if self.state.busy is not None:
+            self.state.pending = placed
+            self.state.status = "Still answering the last prompt; the new one follows."
+            return False
+        return self.enabled(Action.SEGMENT)
+
+    def take_pending(self) -> Any:
+        """The prompt that waited for the last call, once (None when none did)."""
+        pending, self.state.pending = self.state.pending, None
+        return pending
+
+    def toggle_point(self) -> str:
+        """Switch which point the next placement makes (the X key); returns the new role."""
+        s = self.state
+        s.point_role = BACKGROUND if s.point_role == FOREGROUND else FOREGROUND
+        s.status = f"Placing {s.point_role} points" + (
+            ": click where the mask should not be." if s.point_role == BACKGROUND else ": click inside the structure.")
+        return s.point_role
+
+    def point_tool_chosen(self, role: str) -> None:
+        self.state.point_role = role
+
+    def set_propagate(self, propagate: bool) -> None:
+        self.state.propagate = bool(propagate)
+
+    def last_prompt_step(self) -> PromptStep | None:
+        steps = self.state.prompt_steps
+        return steps[-1] if steps and steps[-1].image_id == self.state.image_id else None
+
+    def set_uncertainty(self, uncertainty: bool) -> None:
+        self.state.uncertainty = bool(uncertainty)
+
+    def adapter_selected(self, version: str | None) -> None:
+        self.state.selected_adapter = version or "base"
+
+    def shortcut(self, key: str) -> Action | None:
+        """The action a shortcut key runs now, or None when that action is not available."""
+        action = SHORTCUTS.get(key.upper())
+        return action if action is not None and self.enabled(action) else None
+
+    # ---- outcomes -------------------------------------------------------------------------------------------------
+
+    def apply(self, action: Action, outcome: Outcome) -> None:
+        """A job finished: its status line, then what its outcome changes in the panel."""
+        s = self.state
+        if action is not Action.POLL_TRAINING:
+            s.busy = None
+            s.status = outcome.message
+        if isinstance(outcome, Connected):
+            self.connected(outcome.url, outcome.info, outcome.registry)
+            s.held_out = list(outcome.held_out)
+            s.session_id = outcome.session_id
+            self.sessions_read(outcome.sessions)
+        elif isinstance(outcome, Uploaded):
+            self.volume_changed(True, outcome.image_id)
+        elif isinstance(outcome, SampleLoaded):
+            self.sample_chosen(outcome.strategy, outcome.sample)
+        elif isinstance(outcome, Segmented):
+            s.has_result = True
+            if outcome.change is not None and s.image_id is not None:
+                s.prompt_steps = [*s.prompt_steps, PromptStep(s.image_id, outcome.change, outcome.placed)]
+                s.prompt_steps = s.prompt_steps[-UNDO_DEPTH:]
+        elif isinstance(outcome, PromptUndone):
+            s.prompt_steps = s.prompt_steps[:-1]
+        elif isinstance(outcome, Submitted):
+            self.sessions_read(outcome.sessions)
+        elif isinstance(outcome, TrainingStarted):
+            s.training = True
+            s.max_epochs = outcome.max_epochs
+            self.training_started(outcome.task)
+        elif isinstance(outcome, TrainingPolled):
+            self.training_update(outcome.status, outcome.info, s.max_epochs)
+            if outcome.registry is not None:
+                self.registry_changed(outcome.registry)
+        elif isinstance(outcome, ReviewReady):
+            s.has_review = True
+        elif isinstance(outcome, Compared):
+            self.compared(outcome.comparison)
+        elif isinstance(outcome, RegistryChanged):
+            self.registry_changed(outcome.registry)
+        elif isinstance(outcome, HeldOutChanged):
+            s.held_out = list(outcome.held_out)
+
+    def sessions_read(self, reply: dict[str, Any]) -> None:
+        """The session panel from GET /medfm/sessions: this session's row, and the active version's held-out Dice."""
+        s = self.state
+        rows = [r for r in reply.get("sessions") or [] if isinstance(r, dict)]
+        mine = next((r for r in rows if r.get("session") == s.session_id), {})
+        active = next((a for a in s.adapters if a.active), None)
+        version = active.version if active else "base"
+        progress = {str(r.get("version")): _number(r.get("heldout_dice"))
+                    for r in reply.get("progress") or [] if isinstance(r, dict)}
+        dice = progress.get(version) if progress.get(version) is not None else (active.dice if active else None)
+        s.session = SessionFigures(int(mine.get("labels") or 0), _number(mine.get("labels_per_hour")),
+                                   _number(mine.get("annotation_seconds")) or 0.0, version, dice)
 
     def training_parent(self, method: str) -> str | None:
         """The hybrid: LoRA adaptation continues the selected adapter when that is a pretrained (`ssl-lora`) one."""

@@ -8,7 +8,10 @@ volume storage node (ITK IO), the way Slicer itself loads them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -331,24 +334,10 @@ def label_file_to_segmentation(
 def segmentation_to_array(segmentation, volume, values: Mapping[str, int] | None = None) -> np.ndarray:
     """Segments painted into one [k, j, i] array on the volume's grid; a segment's value comes from `values`
     by name, else from its position (1, 2, ...)."""
-    ensure_segmentation_converters()
-    scene = segmentation.GetScene()
     out = np.zeros(dimensions(volume)[::-1], dtype=np.uint8)
     seg = segmentation.GetSegmentation()
     for n in range(seg.GetNumberOfSegments()):
-        segment_id = seg.GetNthSegmentID(n)
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segment_id)
-        labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-        scene.AddNode(labelmap)
-        try:
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation, ids, labelmap, volume
-            ):
-                raise ValueError(f"Could not export segment '{seg.GetNthSegment(n).GetName()}'.")
-            mask = voxel_array(labelmap) > 0
-        finally:
-            scene.RemoveNode(labelmap)
+        mask = segment_array(segmentation, seg.GetNthSegmentID(n), volume)
         value = (values or {}).get(seg.GetNthSegment(n).GetName(), n + 1)
         out[mask] = value
     return out
@@ -420,3 +409,169 @@ def sanitize_id(name: str) -> str:
     """A volume name as a server image id: letters, digits, '-', '_' only."""
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
     return cleaned or "volume"
+
+
+# ---- one segment as voxels, replaced slice by slice -------------------------------------------------------------
+
+MODEL_SLICES_TAG = "MedFMAdapt.modelSlices"  # which slices of a segment hold the model's answer, as written
+
+
+def acquisition_axis(volume) -> int:
+    """The server's slice axis for a volume (0 = i, 1 = j, 2 = k): the coarsest spacing, else k.
+
+    The same rule as the server's `acquisition_axis`, so a click's slice is the slice the server segments; the
+    server's reply names the axis it used (`slice_axis`) and the merge follows the reply.
+    """
+    spacing = np.asarray(volume.GetSpacing(), dtype=float)
+    coarsest = int(np.argmax(spacing))
+    return coarsest if spacing[coarsest] > spacing.min() * 1.05 else 2
+
+
+def take_slice(array: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """Slice `index` along IJK axis `axis` of a [k, j, i] array (a view)."""
+    return np.take(array, index, axis=2 - axis)
+
+
+def _slice_view(array: np.ndarray, axis: int, index: int) -> tuple:
+    view: list = [slice(None)] * 3
+    view[2 - axis] = index
+    return tuple(view)
+
+
+def segment_array(segmentation, segment_id: str, volume) -> np.ndarray:
+    """One segment as a boolean [k, j, i] array on the volume's grid."""
+    ensure_segmentation_converters()
+    scene = segmentation.GetScene()
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    scene.AddNode(labelmap)
+    try:
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        if not logic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume):
+            name = segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+            raise ValueError(f"Could not export segment '{name}'.")
+        return voxel_array(labelmap) > 0
+    finally:
+        remove_volume(scene, labelmap)
+
+
+def set_segment_array(segmentation, segment_id: str, volume, mask: np.ndarray) -> None:
+    """Replace one segment's voxels by a boolean [k, j, i] array on the volume's grid (others untouched)."""
+    ensure_segmentation_converters()
+    scene = segmentation.GetScene()
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    labelmap.CopyOrientation(volume)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*dimensions(volume))
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.astype(np.uint8).ravel()
+    labelmap.SetAndObserveImageData(image)
+    scene.AddNode(labelmap)
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    try:
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation, ids):
+            raise ValueError(f"Slicer could not write the segment '{segment_id}'.")
+    finally:
+        remove_volume(scene, labelmap)
+
+
+def target_segment(segmentation, segment_id: str | None, name: str, color: Sequence[float]) -> str:
+    """The segment a prompt's answer goes to: the one selected in the Segment Editor if it exists, else the first,
+    else a new empty one named `name`."""
+    seg = segmentation.GetSegmentation()
+    if segment_id and seg.GetSegment(segment_id) is not None:
+        return segment_id
+    if seg.GetNumberOfSegments() > 0:
+        return seg.GetNthSegmentID(0)
+    return seg.AddEmptySegment("", name, list(color[:3]))
+
+
+def _digest(mask2d: np.ndarray) -> str:
+    return hashlib.sha1(np.packbits(mask2d.astype(bool)).tobytes() + str(mask2d.shape).encode()).hexdigest()[:16]
+
+
+def model_slices(segment, axis: int) -> dict[int, str]:
+    """Slice -> digest of what the model last wrote there (along `axis`); empty for another axis or none."""
+    value = vtk.reference("")
+    if not segment.GetTag(MODEL_SLICES_TAG, value):
+        return {}
+    try:
+        record = json.loads(str(value))
+        return {int(k): str(v) for k, v in record["slices"].items()} if record.get("axis") == axis else {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _set_model_slices(segment, axis: int, written: Mapping[int, str]) -> None:
+    segment.SetTag(MODEL_SLICES_TAG, json.dumps({"axis": axis, "slices": {str(k): v for k, v in written.items()}}))
+
+
+@dataclass
+class SliceChange:
+    """What a merge changed in one segment, enough to undo it: the slices as they were, and the record of which
+    slices held the model's answer before."""
+
+    segment_id: str
+    axis: int
+    before: dict[int, np.ndarray] = field(default_factory=dict)
+    written_before: dict[int, str] = field(default_factory=dict)
+    kept: list[int] = field(default_factory=list)  # slices the model answered but the radiologist had edited
+
+    @property
+    def replaced(self) -> list[int]:
+        return sorted(self.before)
+
+
+def replace_slices(
+    segmentation, segment_id: str, volume, answer: np.ndarray, axis: int, slices: Sequence[int],
+    forced: Sequence[int] = (), clear_stale: bool = False,
+) -> SliceChange:
+    """Put the model's answer (boolean [k, j, i]) into one segment, slice by slice along `axis`.
+
+    A slice in `slices` (the slices the server answered) or `forced` (the slice the radiologist just clicked, which
+    is cleared if the answer left it out) is replaced when it is forced, or still exactly what the model last wrote
+    there (empty counts when the model wrote nothing); a slice the radiologist edited by hand is kept and reported.
+    With `clear_stale` (a whole-structure answer) slices the model wrote earlier and this answer no longer covers
+    are cleared the same way, so the answer replaces the previous prediction rather than adding to it.
+    """
+    segment = segmentation.GetSegmentation().GetSegment(segment_id)
+    current = segment_array(segmentation, segment_id, volume)
+    written = model_slices(segment, axis)
+    change = SliceChange(segment_id, axis, written_before=dict(written))
+    wanted = {int(s) for s in slices} | {int(s) for s in forced} | (set(written) if clear_stale else set())
+    for index in sorted(wanted):
+        if not 0 <= index < current.shape[2 - axis]:
+            continue
+        now = take_slice(current, axis, index)
+        new = take_slice(answer, axis, index) if index in slices else np.zeros_like(now)
+        expected = written.get(index) or _digest(np.zeros_like(now))  # an erased slice is an edit too
+        edited = expected != _digest(now)
+        if edited and index not in forced:
+            change.kept.append(index)
+            continue
+        if not np.array_equal(now, new):
+            change.before[index] = now.copy()
+            current[_slice_view(current, axis, index)] = new
+        if new.any():
+            written[index] = _digest(new)
+        else:
+            written.pop(index, None)
+    if change.before:
+        set_segment_array(segmentation, segment_id, volume, current)
+    _set_model_slices(segment, axis, written)
+    return change
+
+
+def undo_slices(segmentation, volume, change: SliceChange) -> None:
+    """Put back the slices a merge replaced, and the record of which slices held the model's answer."""
+    segment = segmentation.GetSegmentation().GetSegment(change.segment_id)
+    if segment is None:
+        raise ValueError("The segment that prompt changed no longer exists; nothing to undo.")
+    if change.before:
+        current = segment_array(segmentation, change.segment_id, volume)
+        for index, before in change.before.items():
+            current[_slice_view(current, change.axis, index)] = before
+        set_segment_array(segmentation, change.segment_id, volume, current)
+    _set_model_slices(segment, change.axis, change.written_before)

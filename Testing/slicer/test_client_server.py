@@ -66,4 +66,4 @@ def test_prompt_outside_the_image_is_refused_with_the_servers_words(client):
         client.infer(INTERACTIVE_MODEL, "breast1", {"roi": [0, 4, 0, 4, 100000, 100002], "adapter": "base"})
     assert 400 <= caught.value.status < 500
     assert caught.value.detail and caught.value.detail != "Not Found"
-    assert describe_error(caught.value, Action.SEGMENT).startswith("The server refused to segment from the prompts: ")
+    assert describe_error(caught.value, Action.SEGMENT).startswith("The server refused to segment from the prompt: ")

@@ -1,4 +1,4 @@
-"""The Logic's status lines from inference replies, with no server: the replies are the recorded real ones.
+"""The Logic's outcomes from inference replies, with no server: the replies are the recorded real ones.
 
 The fake client answers with fixtures/server_replies.json's interactive inference params (see replies.py), and a
 label file on the volume's grid, so the status line reads exactly the keys the server sends.
@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from MedFMAdapt.MedFMAdaptLib import prompt_nodes
 from MedFMAdapt.MedFMAdaptLib import scene as scene_lib
 from MedFMAdapt.MedFMAdaptLib.client import INTERACTIVE_MODEL, InferResult
 from MedFMAdapt.MedFMAdaptLib.logic import IMAGE_ID_ATTRIBUTE, MedFMAdaptLogic, run_now
+from MedFMAdapt.MedFMAdaptLib.outcomes import Segmented
+from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, PromptStep
+from MedFMAdapt.MedFMAdaptLib.prompt_nodes import PromptNodes
 from Testing.slicer.helpers import DIRECTIONS, make_image, volume_aligned_roi
 from Testing.slicer.replies import like, reply
 
@@ -56,32 +60,81 @@ def case(tmp_path, scene):
 def test_segment_status_says_how_long_the_server_took(case, tmp_path):
     logic, volume, label, _image = case
     recorded = reply("infer_interactive")
-    params = like(recorded, adapter="v0001", timing=like(recorded["timing"], total_s=4.53))
+    params = like(recorded, adapter="v0001", timing=like(recorded["timing"], total_s=4.53), slices=[3])
     logic.client = RecordedClient(params, label, tmp_path)
-    roi = volume_aligned_roi(logic.scene, volume)
+    nodes = PromptNodes(box=volume_aligned_roi(logic.scene, volume))
 
-    status = run_now(logic.segment_job(volume, roi=roi, adapter="v0001"))
+    outcome = run_now(logic.segment_job(volume, nodes, adapter="v0001"))
 
-    assert status == "Segment: lesion (adapter v0001) in 4.5 s."
+    assert isinstance(outcome, Segmented)
+    assert outcome.message == "Segment (1 slices): lesion (adapter v0001) in 4.5 s."
     ((model, image_id, sent),) = logic.client.calls
     assert (model, image_id, sent["adapter"]) == (INTERACTIVE_MODEL, "case", "v0001")
-    assert logic.last_result.params == params
+    assert outcome.params == params and outcome.placed is None and outcome.change.replaced == [3]
 
 
 def test_segment_status_with_uncertainty_reads_the_recorded_map_description(case, tmp_path):
     logic, volume, label, image = case
     recorded = reply("infer_interactive_uncertainty")
     timing = like(recorded["timing"], total_s=0.21)
-    params = like(recorded, timing=timing, uncertainty=like(recorded["uncertainty"], max=0.4321))
+    params = like(recorded, timing=timing, uncertainty=like(recorded["uncertainty"], max=0.4321), slices=[3])
     entropy = sitk.GetImageFromArray(np.full(sitk.GetArrayFromImage(image).shape, 0.4321, dtype=np.float32))
     entropy.CopyInformation(image)
     logic.client = RecordedClient(params, label, tmp_path, uncertainty=entropy)
 
-    status = run_now(logic.segment_job(volume, roi=volume_aligned_roi(logic.scene, volume), uncertainty=True))
+    nodes = PromptNodes(box=volume_aligned_roi(logic.scene, volume))
+    outcome = run_now(logic.segment_job(volume, nodes, uncertainty=True))
 
-    assert status == (
-        f"Segment: lesion (adapter {recorded['adapter']}) in 0.2 s; "
+    assert outcome.message == (
+        f"Segment (1 slices): lesion (adapter {recorded['adapter']}) in 0.2 s; "
         "uncertainty up to 0.43 nats (0.69 = guessing)."
     )
     assert logic.client.calls[0][2]["uncertainty"] is True
-    assert logic.last_overlay is scene_lib.overlay_of(volume)
+    assert outcome.overlay is scene_lib.overlay_of(volume)
+
+
+def test_a_placed_point_sends_one_clicked_slice_request_and_keeps_edits(case, tmp_path):
+    """The loop without a node selector: a point placed with the module's own tool -> one request for its slice;
+    the answer replaces that slice of the selected segment and nothing else; undo puts it back."""
+    logic, volume, label, _image = case
+    recorded = reply("infer_interactive")
+    logic.client = RecordedClient(like(recorded, slices=[3], slice_axis=2), label, tmp_path)
+    segmentation = scene_lib.working_segmentation(logic.scene, volume)
+    segment_id = scene_lib.target_segment(segmentation, None, "lesion", (1, 1, 0))
+    edits = np.zeros(scene_lib.dimensions(volume)[::-1], dtype=bool)
+    edits[1, 0:3, 0:3] = True  # the radiologist's own paint on slice 1
+    edits[3, 9:11, 9:12] = True  # and on slice 3, which the click will answer
+    scene_lib.set_segment_array(segmentation, segment_id, volume, edits)
+    nodes = logic.prompt_nodes()
+    ras = scene_lib.ijk_to_ras(volume) @ np.array([6, 5, 3, 1.0])
+    nodes.foreground.AddControlPointWorld(*ras[:3])
+
+    placed = prompt_nodes.newest(nodes, prompt_nodes.FOREGROUND)
+    outcome = run_now(logic.segment_job(volume, segment_id=segment_id, placed=placed, propagate=False))
+
+    ((_model, _image_id, sent),) = logic.client.calls
+    # Slice 3 already holds a mask, so the click goes with the box around that mask and the click (grown by 2).
+    assert sent == {"max_propagation": 0, "foreground": [[6, 5, 3]], "roi": [4, 12, 3, 10, 3, 3], "adapter": "base"}
+    result = scene_lib.segment_array(segmentation, segment_id, volume)
+    answer = sitk.GetArrayFromImage(label) > 0
+    assert np.array_equal(result[3], answer[3])  # the clicked slice is the model's answer
+    assert np.array_equal(result[1], edits[1])  # another slice keeps the hand edit
+    assert outcome.placed == placed and outcome.segment_id == segment_id
+    assert outcome.message.startswith("Segment (slice 3): lesion (adapter")
+
+    presenter = Presenter()
+    presenter.volume_changed(True, "case")
+    presenter.apply(Action.SEGMENT, outcome)
+    undone = run_now(logic.undo_prompt_job(volume, presenter.last_prompt_step()))
+    assert undone.message == "Undid the last prompt (slices 3)."
+    assert np.array_equal(scene_lib.segment_array(segmentation, segment_id, volume), edits)
+    assert nodes.foreground.GetNumberOfControlPoints() == 0
+
+
+def test_nothing_to_undo_and_undo_on_another_case_are_refused(case):
+    logic, volume, _label, _image = case
+    with pytest.raises(ValueError, match="no prompt to undo"):
+        logic.undo_prompt_job(volume, None)
+    step = PromptStep("other_case", change=None)
+    with pytest.raises(ValueError, match="placed on other_case"):
+        logic.undo_prompt_job(volume, step)

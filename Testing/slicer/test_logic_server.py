@@ -1,8 +1,9 @@
-"""One end-to-end interactive segmentation through the Logic against the real server (the only inference here).
+"""Interactive segmentation through the Logic against the real server, as the panel's prompt tools send it.
 
-Fetch "breast1" into a real MRML scene, put a 3-slice markups ROI in RAS, send it as the server's IJK prompt,
-and check the answer lands as segments on exactly the volume's grid; then segment again around the lesion and
-check the new answer replaces the first one.
+Fetch "breast1" into a real MRML scene, put a 3-slice markups box in RAS, send it as the server's IJK prompt,
+and check the answer lands in one segment on exactly the volume's grid; segment again around the lesion and check
+the new answer replaces the first one. Then the one-click loop on lung2: a foreground point placed with the
+module's own tool asks for its slice only, Propagate follows the structure, and a slice painted by hand survives.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
+from MedFMAdapt.MedFMAdaptLib import prompt_nodes
 from MedFMAdapt.MedFMAdaptLib import scene as scene_lib
 from MedFMAdapt.MedFMAdaptLib.logic import MedFMAdaptLogic, run_now
+from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter
+from MedFMAdapt.MedFMAdaptLib.prompt_nodes import PromptNodes
 from Testing.slicer.helpers import volume_aligned_roi
 
 pytestmark = pytest.mark.server
@@ -29,49 +33,46 @@ def test_fetch_and_segment_breast1_with_a_small_roi(monailabel_server, sample_da
     logic = MedFMAdaptLogic(scene, work_dir=tmp_path)
     progress: list[str] = []
     run_now(logic.connect_job(monailabel_server), lambda message, _f: progress.append(message))
-    run_now(logic.fetch_job(image_id="breast1"))
-    volume = logic.last_fetched
+    volume = run_now(logic.fetch_job(image_id="breast1")).volume
     assert logic.image_id(volume) == "breast1"
 
     roi = volume_aligned_roi(scene, volume, half_voxels=(dims_quarter(volume)), center=None)
     box = scene_lib.roi_to_box(volume, roi)
     assert box[5] - box[4] + 1 == 3
 
-    status = run_now(logic.segment_job(volume, roi=roi), lambda message, _f: progress.append(message))
-    assert status.startswith("Segment:")
-    took = logic.last_result.params["timing"]["total_s"]
-    assert status.endswith(f" in {took:.1f} s.")  # the server's own timing reaches the status line
+    first = run_now(logic.segment_job(volume, PromptNodes(box=roi)), lambda message, _f: progress.append(message))
+    assert first.message.startswith("Segment (3 slices): lesion")
+    took = first.params["timing"]["total_s"]
+    assert first.message.endswith(f" in {took:.1f} s.")  # the server's own timing reaches the status line
     assert progress == ["Asking the server what it offers", "Running medsam_interactive on the server"]
-    params = logic.last_result.params
-    assert {"fm", "adapter", "timing"} <= set(params)
+    assert {"fm", "adapter", "timing", "slices", "slice_axis"} <= set(first.params)
 
-    segmentation = scene_lib.working_segmentation(scene, volume)
-    server = assert_matches_server(logic, segmentation, volume)
+    segmentation = first.segmentation
+    server = assert_matches_server(first, volume)
     assert_only_in_slices(server, box)
 
-    # Segment again with a tighter ROI around breast1's lesion: the "lesion" segment is replaced, not added.
+    # Segment again with a tighter box around breast1's lesion: the "lesion" segment's prediction is replaced.
     truth = sitk.ReadImage(str(sample_datastore / "labels" / "final" / "breast1.nii.gz"))
     lesion = np.argwhere(sitk.GetArrayFromImage(truth) > 0)  # [k, j, i] rows
     low, high = lesion.min(axis=0)[::-1], lesion.max(axis=0)[::-1]  # i, j, k
     roi = volume_aligned_roi(scene, volume, half_voxels=(high - low + 1) // 2 + (1, 1, 0), center=(low + high) // 2)
     box = scene_lib.roi_to_box(volume, roi)
     assert box[5] - box[4] + 1 == 3
-    first_ids = segmentation.GetSegmentation().GetSegmentIDs()
-    status = run_now(logic.segment_job(volume, roi=roi))
-    assert status.startswith("Segment:")
-    again = assert_matches_server(logic, segmentation, volume)
-    assert_only_in_slices(again, box)
-    assert not np.array_equal(again > 0, server > 0)  # a different answer, so the check above saw the replacement
-    assert segmentation.GetSegmentation().GetSegmentIDs() != first_ids
+    again = run_now(logic.segment_job(volume, PromptNodes(box=roi), first.segment_id))
+    assert again.message.startswith("Segment (")
+    replaced = assert_matches_server(again, volume)
+    assert_only_in_slices(replaced, box)
+    assert not np.array_equal(replaced > 0, server > 0)  # a different answer, so the check above saw the replacement
+    assert again.segment_id == first.segment_id and segmentation.GetSegmentation().GetNumberOfSegments() == 1
 
 
-def assert_matches_server(logic, segmentation, volume) -> np.ndarray:
-    """The working segmentation holds one segment with exactly the server's (non-empty) label voxels."""
-    server = sitk.GetArrayFromImage(sitk.ReadImage(str(logic.last_result.label_path)))
+def assert_matches_server(outcome, volume) -> np.ndarray:
+    """The outcome's segment holds exactly the server's (non-empty) label voxels, and it is the only segment."""
+    server = sitk.GetArrayFromImage(sitk.ReadImage(str(outcome.label_path)))
     assert server.any(), "the server's label is empty, so the comparison would prove nothing"
-    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
-    result = scene_lib.segmentation_to_array(segmentation, volume)
-    assert np.array_equal(result > 0, server > 0)  # same voxels, so the same grid
+    assert outcome.segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    result = scene_lib.segment_array(outcome.segmentation, outcome.segment_id, volume)
+    assert np.array_equal(result, server > 0)  # same voxels, so the same grid
     return server
 
 
@@ -81,24 +82,48 @@ def assert_only_in_slices(array: np.ndarray, box: list[int]) -> None:
     assert not array[outside].any()  # nothing outside the prompted slices
 
 
-def test_points_can_segment_the_clicked_slice_only(monailabel_server, sample_datastore):
-    """A foreground point with 'clicked slices only' asks the server not to propagate: one slice comes back."""
+def test_a_placed_point_segments_its_slice_then_propagate_keeps_a_hand_edit(monailabel_server, sample_datastore):
+    """The loop with the module's own point tool, no node selector: one clicked-slice request, then Propagate."""
     scene = slicer.vtkMRMLScene()
     logic = MedFMAdaptLogic(scene)
-    run_now(logic.connect_job(monailabel_server))
-    run_now(logic.fetch_job(image_id="lung2"))
-    volume = logic.last_fetched
+    presenter = Presenter()
+    presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))
+    volume = run_now(logic.fetch_job(image_id="lung2")).volume
+    presenter.volume_changed(True, "lung2")
+    assert scene_lib.acquisition_axis(volume) == 2  # lung2's slices are along k: the point's k is its slice
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "lung2.nii.gz")))
     k = int(np.argmax((truth > 0).sum(axis=(1, 2))))
     rows, cols = np.nonzero(truth[k])
     nearest = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
-    ijk = (int(cols[nearest]), int(rows[nearest]), k)
-    ras = scene_lib.ijk_to_ras(volume) @ np.array([*ijk, 1.0])
-    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
-    points.AddControlPointWorld(*ras[:3])
+    ras = scene_lib.ijk_to_ras(volume) @ np.array([int(cols[nearest]), int(rows[nearest]), k, 1.0])
+    nodes = logic.prompt_nodes()
+    nodes.foreground.AddControlPointWorld(*ras[:3])  # what a click with the place widget adds
 
-    status = run_now(logic.segment_job(volume, foreground=points, slice_only=True))
-    assert status.startswith("Segment:")
-    assert logic.last_result.params["slices"] == [k]
-    server = assert_matches_server(logic, scene_lib.working_segmentation(scene, volume), volume)
+    placed = prompt_nodes.newest(nodes, prompt_nodes.FOREGROUND)
+    assert presenter.prompt_placed(placed)
+    clicked = run_now(logic.segment_job(volume, placed=placed, propagate=False))
+    presenter.apply(Action.SEGMENT, clicked)
+    assert clicked.params["slices"] == [k] and clicked.message.startswith(f"Segment (slice {k}): lesion")
+    server = assert_matches_server(clicked, volume)
     assert server[k].any() and not np.delete(server, k, axis=0).any()
+
+    # A hand edit far from the lesion, then Propagate: the structure is followed, the edited slice is kept.
+    mask = scene_lib.segment_array(clicked.segmentation, clicked.segment_id, volume)
+    far = 0 if k > mask.shape[0] // 2 else mask.shape[0] - 1
+    mask[far, :3, :3] = True
+    scene_lib.set_segment_array(clicked.segmentation, clicked.segment_id, volume, mask)
+    propagated = run_now(logic.segment_job(volume, segment_id=clicked.segment_id))
+    presenter.apply(Action.PROPAGATE, propagated)
+    after = scene_lib.segment_array(clicked.segmentation, clicked.segment_id, volume)
+    assert len(propagated.params["slices"]) > 1 and k in propagated.params["slices"]
+    assert np.array_equal(after[far], mask[far])  # the hand edit is kept
+    assert after[propagated.params["slices"]].any(axis=(1, 2)).all()
+
+    # Undo twice: Propagate's slices come back, then the click's slice goes with its point; the edit stays.
+    presenter.apply(Action.UNDO_PROMPT, run_now(logic.undo_prompt_job(volume, presenter.last_prompt_step())))
+    assert np.array_equal(scene_lib.segment_array(clicked.segmentation, clicked.segment_id, volume), mask)
+    presenter.apply(Action.UNDO_PROMPT, run_now(logic.undo_prompt_job(volume, presenter.last_prompt_step())))
+    only_edit = np.zeros_like(mask)
+    only_edit[far, :3, :3] = True
+    assert np.array_equal(scene_lib.segment_array(clicked.segmentation, clicked.segment_id, volume), only_edit)
+    assert nodes.foreground.GetNumberOfControlPoints() == 0 and presenter.last_prompt_step() is None

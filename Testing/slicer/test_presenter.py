@@ -13,40 +13,9 @@ from MedFMAdapt.MedFMAdaptLib.errors import (
     ServerTimeout,
     TLSFailure,
 )
+from MedFMAdapt.MedFMAdaptLib.outcomes import Segmented
 from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, describe_error
 from Testing.slicer.replies import like, reply
-
-
-@pytest.fixture
-def info() -> dict:
-    """GET /info/ as the server sends it (recorded), after a LoRA adaptation v2 of two epochs, FM "MedSAM-Lite"."""
-    info = reply("info")
-    models = info["models"]
-    models["medsam_interactive"] = like(models["medsam_interactive"], fm="MedSAM-Lite")
-    stats = info["train_stats"]["medsam_adapt"]
-    row = stats["history"][0]
-    history = [like(row, epoch=1, train_loss=0.9, val_dice=0.61), like(row, epoch=2, train_loss=0.7, val_dice=0.74)]
-    info["train_stats"]["medsam_adapt"] = like(stats, version="v2", method="lora", history=history)
-    return info
-
-
-@pytest.fixture
-def registry() -> dict:
-    """GET /medfm/adapters as the server sends it (recorded), with v0001 active and v0002 not evaluated."""
-    listing = reply("registry")
-    row = listing["adapters"][0]
-    v1 = like(row, version="v0001", method="lora", val_dice=0.71, heldout_dice=0.682, active=True,
-              decision=like(row["decision"], activated=True), imported_from=None)
-    v2 = like(row, version="v0002", method="dora", val_dice=0.74, heldout_dice=None, active=False, decision=None,
-              imported_from=None)
-    return like(listing, active="v0001", history=["base"], adapters=[v1, v2])
-
-
-@pytest.fixture
-def connected(info, registry) -> Presenter:
-    presenter = Presenter()
-    presenter.connected("http://127.0.0.1:8000", info, adapters=registry)
-    return presenter
 
 
 def test_before_connecting_only_connect_is_live():
@@ -68,12 +37,12 @@ def test_volume_selected_then_uploaded_then_prompted(connected):
 
     connected.volume_changed(True, image_id="case7")
     live = connected.enabled_actions()
-    assert {Action.AUTO_SEGMENT, Action.REVIEW} <= live
-    assert Action.SEGMENT not in live and Action.SUBMIT not in live
+    assert {Action.AUTO_SEGMENT, Action.REVIEW, Action.SEGMENT, Action.HELD_OUT} <= live  # a placed prompt is sent
+    assert not {Action.PROPAGATE, Action.UNDO_PROMPT, Action.SUBMIT} & live  # nothing placed, nothing to submit
 
-    connected.state.has_prompts = True
-    connected.state.has_result = True
-    assert {Action.SEGMENT, Action.SUBMIT} <= connected.enabled_actions()
+    connected.prompts_changed(1)
+    connected.apply(Action.SEGMENT, Segmented("Segment (slice 3): lesion.", change="slices of case7"))
+    assert {Action.PROPAGATE, Action.UNDO_PROMPT, Action.SUBMIT} <= connected.enabled_actions()
 
     connected.volume_changed(True, image_id="case8")  # a new volume drops the old result
     assert Action.SUBMIT not in connected.enabled_actions()
@@ -83,7 +52,7 @@ def test_busy_disables_everything_but_stop_training(connected):
     connected.volume_changed(True, image_id="case7")
     connected.state.training = True
     connected.begin(Action.AUTO_SEGMENT)
-    assert connected.enabled_actions() == set()  # stop waits until the current call returns
+    assert connected.enabled_actions() == {Action.POLL_TRAINING}  # stop waits for the call; progress goes on
     connected.succeeded("done")
     assert Action.STOP_TRAINING in connected.enabled_actions()
     assert Action.START_TRAINING not in connected.enabled_actions()
@@ -269,13 +238,13 @@ URL = "http://127.0.0.1:8000/infer/medsam_interactive?image=x"
         (
             ServerTimeout("no answer", URL, 20.0),
             Action.SEGMENT,
-            "The server did not answer within 20 s while segmenting from your prompts. "
+            "The server did not answer within 20 s while segmenting the clicked slice. "
             "It may be busy (adaptation shares its CPU); try again in a moment.",
         ),
         (
             HTTPFailure(422, "roi must be [i0, i1, j0, j1, k0, k1] inside the image", URL),
             Action.SEGMENT,
-            "The server refused to segment from the prompts: roi must be [i0, i1, j0, j1, k0, k1] inside the image",
+            "The server refused to segment from the prompt: roi must be [i0, i1, j0, j1, k0, k1] inside the image",
         ),
         (
             HTTPFailure(401, "invalid token", URL),

@@ -23,6 +23,7 @@ from MedFMAdapt.MedFMAdaptLib.client import MedFMClient
 from MedFMAdapt.MedFMAdaptLib.errors import HTTPFailure
 from MedFMAdapt.MedFMAdaptLib.logic import MedFMAdaptLogic, run_now
 from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, describe_error
+from MedFMAdapt.MedFMAdaptLib.prompt_nodes import PromptNodes
 from Testing.slicer.helpers import volume_aligned_roi
 
 pytestmark = pytest.mark.server
@@ -55,10 +56,10 @@ def test_registry_of_a_server_with_no_adapter_shows_base_active(client, logic, m
     assert registry["active"] == "base" and registry["adapters"] == []
     assert {"name", "sha256"} <= set(registry["fm"])
     assert client.list_adapters() == []
-    assert logic.registry == registry
 
     presenter = Presenter()
-    presenter.connected(monailabel_server, logic.info, logic.registry)
+    presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))
+    assert presenter.state.held_out == [] and presenter.state.session.active == "base"
     assert [a.label for a in presenter.state.adapters] == ["base, not evaluated [active]"]
     assert presenter.state.selected_adapter == "base"
     live = presenter.enabled_actions()
@@ -70,11 +71,12 @@ def test_next_sample_on_a_fully_labelled_datastore_then_the_annotation_record(
 ):
     assert unlabelled(monailabel_server) == [], "another test left an unlabelled image on the shared server"
     assert client.next_sample("random", seed=0) == {}
-    status = run_now(logic.fetch_job(strategy="hybrid"))
-    assert status == "Nothing to label: every image on the server has a label (hybrid has no candidate)."
-    assert logic.last_fetched is None and logic.last_sample == {}
+    outcome = run_now(logic.fetch_job(strategy="hybrid"))
+    assert outcome.message == "Nothing to label: every image on the server has a label (hybrid has no candidate)."
+    assert outcome.volume is None and outcome.sample == {}
     presenter = Presenter()
-    presenter.sample_chosen("hybrid", logic.last_sample)
+    presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))  # knows this panel's session
+    presenter.apply(Action.NEXT_SAMPLE, outcome)
     assert presenter.state.status.startswith("Nothing to label")
 
     # One small unlabelled image: the strategy proposes it, and Submit sends time, strategy and session with it.
@@ -87,24 +89,26 @@ def test_next_sample_on_a_fully_labelled_datastore_then_the_annotation_record(
     try:
         now = [1000.0]
         logic.clock = lambda: now[0]
-        run_now(logic.fetch_job(strategy="random", seed=3))
-        assert logic.image_id(logic.last_fetched) == image_id
-        sample = logic.last_sample
+        loaded = run_now(logic.fetch_job(strategy="random", seed=3))
+        volume = loaded.volume
+        assert logic.image_id(volume) == image_id == loaded.image_id
+        sample = loaded.sample
         assert sample["chosen_by"] == "random" and sample["id"] == image_id and sample["reason"]
-        presenter.sample_chosen("random", sample)
+        presenter.apply(Action.NEXT_SAMPLE, loaded)
         assert presenter.state.status == f"random chose {image_id}: {sample['reason']}"
 
         mask = sitk.GetImageFromArray(np.pad(np.ones((1, 4, 4), np.uint8), ((1, 1), (6, 6), (6, 6))))
         mask.CopyInformation(image)
         sitk.WriteImage(mask, str(tmp_path / "mask.nii.gz"))
-        volume = logic.last_fetched
         fresh = scene_lib.label_file_to_segmentation(
             logic.scene, tmp_path / "mask.nii.gz", volume, "mask", logic._label_names()
         )
         scene_lib.merge_segments(scene_lib.working_segmentation(logic.scene, volume), fresh)
         now[0] += 42.0
-        status = run_now(logic.submit_job(volume, scene_lib.working_segmentation(logic.scene, volume)))
-        assert status == f"Saved the label of {image_id} on the server after 42 s."
+        submitted = run_now(logic.submit_job(volume, scene_lib.working_segmentation(logic.scene, volume)))
+        assert submitted.message == f"Saved the label of {image_id} on the server after 42 s."
+        presenter.apply(Action.SUBMIT, submitted)  # the session panel counts it, from the server's own log
+        assert presenter.state.session.labels == 1 and presenter.state.session.annotation_seconds == 42.0
 
         query = urllib.parse.urlencode({"label": image_id, "tag": "final"})
         info = call(f"{monailabel_server}/datastore/label/info?{query}")
@@ -129,11 +133,11 @@ def test_compare_base_with_base_on_breast1_held_out(client, logic):
 
     assert client.set_heldout(["breast1"]) == ["breast1"]
     try:
-        status = run_now(logic.compare_job("base"))
+        compared = run_now(logic.compare_job("base"))
         evaluation = client.evaluate_adapter("base")  # cached by the comparison: no second evaluation
     finally:
         assert client.set_heldout(["breast1"], held_out=False) == []
-    result = logic.last_comparison
+    result, status = compared.comparison, compared.message
     assert result["a"] == result["b"] == "base" and result["better"] == "tie"
     assert status == result["summary"]
     assert [r["image"] for r in result["per_image"]] == ["breast1"] * len(result["per_image"]) != []
@@ -151,19 +155,19 @@ def test_compare_base_with_base_on_breast1_held_out(client, logic):
 
 
 def test_uncertainty_map_of_a_3_slice_roi_on_breast1_lands_on_the_volume_grid(logic, tmp_path):
-    run_now(logic.fetch_job(image_id="breast1"))
-    volume = logic.last_fetched
+    volume = run_now(logic.fetch_job(image_id="breast1")).volume
     dims = scene_lib.dimensions(volume)
     roi = volume_aligned_roi(logic.scene, volume, half_voxels=(max(1, dims[0] // 8), max(1, dims[1] // 8), 1))
     box = scene_lib.roi_to_box(volume, roi)
     assert box[5] - box[4] + 1 == 3
 
-    status = run_now(logic.segment_job(volume, roi=roi, uncertainty=True))
-    described = logic.last_result.params["uncertainty"]
+    segmented = run_now(logic.segment_job(volume, PromptNodes(box=roi), uncertainty=True))
+    status = segmented.message
+    described = segmented.params["uncertainty"]
     assert described["url"].startswith("/medfm/results/uncertainty-") and described["measure"].startswith("binary")
     assert f"uncertainty up to {described['max']:.2f} nats" in status
 
-    overlay = logic.last_overlay
+    overlay = segmented.overlay
     assert overlay is scene_lib.overlay_of(volume) and logic.scene.IsNodePresent(overlay)
     assert scene_lib.dimensions(overlay) == dims
     assert np.array_equal(scene_lib.ijk_to_ras(overlay), scene_lib.ijk_to_ras(volume))  # identical geometry
@@ -171,7 +175,7 @@ def test_uncertainty_map_of_a_3_slice_roi_on_breast1_lands_on_the_volume_grid(lo
     assert values.dtype.kind == "f"
     assert values.min() >= 0 and math.isclose(values.max(), described["max"], abs_tol=1e-3) and values.max() > 0
     assert values.max() <= math.log(2) + 1e-6
-    server_file = sitk.GetArrayFromImage(sitk.ReadImage(str(logic.last_result.extra_files["uncertainty"])))
+    server_file = sitk.GetArrayFromImage(sitk.ReadImage(str(segmented.extra_files["uncertainty"])))
     assert np.array_equal(values, server_file)  # voxel for voxel what the server wrote, same [k, j, i] order
     outside = np.ones(values.shape, dtype=bool)
     outside[box[4] : box[5] + 1] = False

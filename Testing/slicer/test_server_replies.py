@@ -12,6 +12,7 @@ version; then every call the panel makes, each once (about 100 s in all). Regene
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -31,7 +32,7 @@ TRAINING = {"method": "decoder", "max_epochs": 1, "slices_per_image": 2, "batch_
 # to POST /train/ are left out: nothing in the library reads them, so they would only make this test fail for
 # server changes that cannot break the panel).
 NAMES = ("heldout", "train_status", "info", "registry", "compare", "infer_interactive", "infer_interactive_uncertainty",
-         "activate", "rollback", "upload", "sample_random", "sample_diversity")
+         "activate", "rollback", "upload", "sample_random", "sample_diversity", "sessions")
 
 
 def wait_for_training(client: MedFMClient, timeout: float = 900) -> dict:
@@ -93,6 +94,11 @@ def recorded(sample_datastore, tmp_path_factory) -> dict[str, tuple[str, object]
         out["sample_random"] = ("POST /activelearning/random", client.next_sample("random", seed=0))
         out["sample_diversity"] = ("POST /activelearning/diversity (nothing scored)",
                                    client.next_sample("diversity", seed=0))
+        # A label submitted as the panel submits it (with its annotation record), so a session row exists.
+        record = {"session": "slicer-recorded", "annotation_seconds": 95.0, "strategy": "random"}
+        label = shutil.copy(studies / "labels" / "final" / "brain1.nii.gz", base / "up" / "brain1_label.nii.gz")
+        client.save_label("brain1", label, params=record)
+        out["sessions"] = ("GET /medfm/sessions", client.sessions())
         assert set(out) == set(NAMES)
         yield out
     finally:
@@ -114,7 +120,7 @@ def test_fixture_holds_only_replies_recorded_here():
 def test_the_panels_status_keys_are_in_the_recorded_replies():
     """The keys the library reads, named once more so a regenerated fixture that lost one fails here too."""
     r = {name: replies.reply(name) for name in NAMES}
-    assert {"fm", "adapter", "timing", "slices"} <= set(r["infer_interactive"])
+    assert {"fm", "adapter", "timing", "slices", "slice_axis"} <= set(r["infer_interactive"])
     assert "total_s" in r["infer_interactive"]["timing"]
     assert {"url", "max"} <= set(r["infer_interactive_uncertainty"]["uncertainty"])
     assert {"active", "adapters"} <= set(r["registry"])
@@ -127,5 +133,8 @@ def test_the_panels_status_keys_are_in_the_recorded_replies():
     assert {"image", "label", "dice_a", "dice_b", "diff"} <= set(r["compare"]["per_image"][0])
     assert "active" in r["activate"] and "active" in r["rollback"]
     assert "image" in r["upload"]
+    assert {"sessions", "progress"} <= set(r["sessions"])
+    assert {"session", "labels", "labels_per_hour", "annotation_seconds"} <= set(r["sessions"]["sessions"][0])
+    assert {"version", "heldout_dice"} <= set(r["sessions"]["progress"][0])
     for sample in (r["sample_random"], r["sample_diversity"]):
         assert {"id", "chosen_by", "reason", "score", "rank"} <= set(sample)

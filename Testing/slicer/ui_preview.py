@@ -22,13 +22,15 @@ def load(preview: bool = False):
     """The panel as a QWidget; with preview=True ctk/qMRML widgets are drawn as similar plain Qt widgets."""
     from PySide6.QtCore import QFile
     from PySide6.QtUiTools import QUiLoader
-    from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel
+    from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QPushButton
 
     class PreviewLoader(QUiLoader):
         def createWidget(self, class_name, parent=None, name=""):  # noqa: N802 -- Qt override
             stand_ins = {"ctkCollapsibleButton": QGroupBox, "qMRMLNodeComboBox": QComboBox}
             if class_name in stand_ins:
                 widget = stand_ins[class_name](parent)
+            elif class_name == "qSlicerMarkupsPlaceWidget":
+                widget = QPushButton("Place", parent)  # Slicer draws a place-mode tool button here
             elif class_name == "qMRMLSegmentEditorWidget":
                 widget = QLabel("[ Slicer Segment Editor: segments, effects, undo ]", parent)
                 widget.setMinimumHeight(60)
