@@ -146,25 +146,32 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onVolumeChanged(self.ui.inputVolumeSelector.currentNode())
 
     def _setupPromptTools(self) -> None:
-        """Bind the three place widgets to the module's own markups nodes; each placement segments its slice."""
-        nodes = self.logic.prompt_nodes()
+        """The three place widgets as bare place buttons; their nodes are bound now and after a scene is closed."""
+        modes = slicer.qSlicerMarkupsPlaceWidget
         for role in prompt_lib.ROLES:
             place = self._placeWidget(role)
             place.setMRMLScene(slicer.mrmlScene)
-            place.setCurrentNode(nodes.by_role(role))
             place.buttonsVisible = False
             place.placeButton().show()
-            modes = slicer.qSlicerMarkupsPlaceWidget
             place.placeMultipleMarkups = (modes.ForcePlaceSingleMarkup if role == prompt_lib.BOX
                                           else modes.ForcePlaceMultipleMarkups)
             place.activeMarkupsPlaceModeChanged.connect(
                 lambda placing, role=role: placing and self.presenter.point_tool_chosen(role))
+        self._bindPromptNodes()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda _s, _e: self._bindPromptNodes())
+
+    def _bindPromptNodes(self) -> None:
+        """Point the place widgets at the module's own markups nodes (made again when a scene was closed); each
+        placement segments its slice, and moving the box's handles asks again."""
+        nodes = self.logic.prompt_nodes()
+        for role in prompt_lib.ROLES:
             node = nodes.by_role(role)
+            self._placeWidget(role).setCurrentNode(node)
             self.addObserver(node, node.PointPositionDefinedEvent, lambda _n, _e, role=role: self.onPromptPlaced(role))
             for event in (node.PointAddedEvent, node.PointRemovedEvent):
                 self.addObserver(node, event, lambda _n, _e: self.onPromptsCounted())
-        box = nodes.box
-        self.addObserver(box, box.PointEndInteractionEvent, lambda _n, _e: self.onPromptPlaced(prompt_lib.BOX))
+        self.addObserver(nodes.box, nodes.box.PointEndInteractionEvent,
+                         lambda _n, _e: self.onPromptPlaced(prompt_lib.BOX))
 
     def enter(self) -> None:
         """Shortcuts of the annotation loop, live only while the module is shown."""

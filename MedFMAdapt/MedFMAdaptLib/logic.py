@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from . import prompt_nodes
 from . import scene as scene_lib
 from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, TRAINER, InferResult, MedFMClient
+from .errors import ServerError
 from .outcomes import (
     Compared,
     Connected,
@@ -349,9 +350,12 @@ class MedFMAdaptLogic:
             report("Sending the label", 0.2)
             client.save_label(image_id, path, params=record)
             report("Reading this session's figures", 0.8)
-            return client.sessions()
+            try:
+                return client.sessions()
+            except ServerError:  # the label is saved; the session panel keeps its figures until the next read
+                return None
 
-        def finish(sessions: dict[str, Any]) -> Submitted:
+        def finish(sessions: dict[str, Any] | None) -> Submitted:
             self.started.pop(image_id, None)  # a later correction of this image starts a new clock
             took = f" after {record['annotation_seconds']:.0f} s" if "annotation_seconds" in record else ""
             return Submitted(f"Saved the label of {image_id} on the server{took}.", image_id, sessions)

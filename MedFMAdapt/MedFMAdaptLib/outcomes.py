@@ -65,7 +65,7 @@ class PromptUndone(Outcome):
 @dataclass
 class Submitted(Outcome):
     image_id: str = ""
-    sessions: dict[str, Any] = field(default_factory=dict)
+    sessions: dict[str, Any] | None = None  # None when the label was saved but the figures could not be read
 
 
 @dataclass

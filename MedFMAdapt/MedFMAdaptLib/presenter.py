@@ -460,7 +460,7 @@ class Presenter:
                 s.prompt_steps = s.prompt_steps[-UNDO_DEPTH:]
         elif isinstance(outcome, PromptUndone):
             s.prompt_steps = s.prompt_steps[:-1]
-        elif isinstance(outcome, Submitted):
+        elif isinstance(outcome, Submitted) and outcome.sessions is not None:
             self.sessions_read(outcome.sessions)
         elif isinstance(outcome, TrainingStarted):
             s.training = True

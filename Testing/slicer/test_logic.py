@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from MedFMAdapt.MedFMAdaptLib import prompt_nodes
 from MedFMAdapt.MedFMAdaptLib import scene as scene_lib
 from MedFMAdapt.MedFMAdaptLib.client import INTERACTIVE_MODEL, InferResult
+from MedFMAdapt.MedFMAdaptLib.errors import HTTPFailure
 from MedFMAdapt.MedFMAdaptLib.logic import IMAGE_ID_ATTRIBUTE, MedFMAdaptLogic, run_now
 from MedFMAdapt.MedFMAdaptLib.outcomes import Segmented
 from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, PromptStep
@@ -138,3 +139,31 @@ def test_nothing_to_undo_and_undo_on_another_case_are_refused(case):
     step = PromptStep("other_case", change=None)
     with pytest.raises(ValueError, match="placed on other_case"):
         logic.undo_prompt_job(volume, step)
+
+
+class SavingClient:
+    """Saves labels but fails to report the session figures (a server error after the label is stored)."""
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+
+    def save_label(self, image_id: str, path, params=None) -> dict:
+        self.saved.append(image_id)
+        return {"image": image_id}
+
+    def sessions(self) -> dict:
+        raise HTTPFailure(500, "annotation log unreadable", "http://127.0.0.1:8000/medfm/sessions")
+
+
+def test_a_saved_label_is_reported_saved_even_when_the_figures_fail(case):
+    logic, volume, _label, _image = case
+    logic.client = SavingClient()
+    segmentation = scene_lib.working_segmentation(logic.scene, volume)
+    segment_id = scene_lib.target_segment(segmentation, None, "lesion", (1, 1, 0))
+    mask = np.zeros(scene_lib.dimensions(volume)[::-1], dtype=bool)
+    mask[3, 4:6, 4:6] = True
+    scene_lib.set_segment_array(segmentation, segment_id, volume, mask)
+
+    outcome = run_now(logic.submit_job(volume, segmentation))
+    assert logic.client.saved == ["case"]
+    assert outcome.message.startswith("Saved the label of case on the server") and outcome.sessions is None

@@ -200,3 +200,8 @@ def test_other_outcomes(on_case, registry):
     on_case.apply(Action.ACTIVATE, RegistryChanged("Adapter v0002 is active.", like(registry, active="v0002")))
     assert on_case.state.selected_adapter == "v0002" and on_case.state.status == "Adapter v0002 is active."
     assert [a.version for a in on_case.state.adapters if a.active] == ["v0002"]
+
+
+def test_a_submit_whose_figures_could_not_be_read_keeps_the_session_panel(on_case):
+    on_case.apply(Action.SUBMIT, Submitted("Saved the label of case7 on the server.", "case7", None))
+    assert on_case.state.session.labels == 3 and on_case.state.status.startswith("Saved the label")
