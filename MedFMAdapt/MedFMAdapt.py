@@ -89,8 +89,8 @@ class JobRunner:
 class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the .ui to the presenter and logic: reads the widgets, starts jobs, renders the presenter's state.
 
-    Panel state lives in the presenter and scene facts in the scene; the widget holds only Qt plumbing (the job
-    runners, the training timer, the shortcuts while the module is shown).
+    Panel state lives in the presenter and scene facts in the scene; the widget holds only plumbing (the job
+    runners, the training timer, the prompt watcher, the shortcuts while the module is shown).
     """
 
     def __init__(self, parent=None) -> None:
@@ -102,6 +102,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.training_timer: qt.QTimer | None = None
         self.poll_runner: JobRunner | None = None
         self.shortcuts: list = []
+        self.prompt_watcher: prompt_lib.PromptWatcher | None = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -161,17 +162,14 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda _s, _e: self._bindPromptNodes())
 
     def _bindPromptNodes(self) -> None:
-        """Point the place widgets at the module's own markups nodes (made again when a scene was closed); each
-        placement segments its slice, and moving the box's handles asks again."""
+        """Point the place widgets at the module's own markups nodes (made again when a scene was closed) and watch
+        them: each placement segments its slice."""
+        if self.prompt_watcher is not None:
+            self.prompt_watcher.stop()
         nodes = self.logic.prompt_nodes()
         for role in prompt_lib.ROLES:
-            node = nodes.by_role(role)
-            self._placeWidget(role).setCurrentNode(node)
-            self.addObserver(node, node.PointPositionDefinedEvent, lambda _n, _e, role=role: self.onPromptPlaced(role))
-            for event in (node.PointAddedEvent, node.PointRemovedEvent):
-                self.addObserver(node, event, lambda _n, _e: self.onPromptsCounted())
-        self.addObserver(nodes.box, nodes.box.PointEndInteractionEvent,
-                         lambda _n, _e: self.onPromptPlaced(prompt_lib.BOX))
+            self._placeWidget(role).setCurrentNode(nodes.by_role(role))
+        self.prompt_watcher = prompt_lib.PromptWatcher(nodes, self.onPromptPlaced, self.onPromptsCounted)
 
     def enter(self) -> None:
         """Shortcuts of the annotation loop, live only while the module is shown."""
@@ -191,6 +189,8 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.training_timer is not None:
             self.training_timer.stop()
         self.removeObservers()
+        if self.prompt_watcher is not None:
+            self.prompt_watcher.stop()
         prompt_lib.remove_owned(slicer.mrmlScene)
 
     # ---- plumbing ---------------------------------------------------------------------------------------------------
@@ -353,13 +353,8 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume = self._volume()
         self.start(lambda: self.logic.held_out_job(volume, bool(checked)))
 
-    def onPromptPlaced(self, role: str) -> None:
+    def onPromptPlaced(self, placed) -> None:
         """A point or the box was placed: segment its slice now (or after the call that is running)."""
-        self.onPromptsCounted()
-        try:
-            placed = prompt_lib.newest(self.logic.prompt_nodes(), role)
-        except ValueError:
-            return
         if self.presenter.prompt_placed(placed):
             self._segmentPlaced(placed)
         self.render()
@@ -370,10 +365,8 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.start(lambda: self.logic.segment_job(volume, None, segment_id, self._adapter(), self._uncertainty(),
                                                   placed=placed, propagate=propagate))
 
-    def onPromptsCounted(self) -> None:
-        nodes = self.logic.prompt_nodes()
-        placed = sum(nodes.by_role(role).GetNumberOfDefinedControlPoints() for role in prompt_lib.ROLES)
-        self.presenter.prompts_changed(placed)
+    def onPromptsCounted(self, count: int) -> None:
+        self.presenter.prompts_changed(count)
         self.render()
 
     def onPropagate(self) -> None:

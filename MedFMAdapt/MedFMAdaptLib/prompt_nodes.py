@@ -7,6 +7,7 @@ server's slice axis (`scene.acquisition_axis`), so "the clicked slice" is the sl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,3 +215,47 @@ def structure_request(volume, nodes: PromptNodes, axis: int) -> dict:
     if "roi" not in params and not foreground:
         raise ValueError("Place a foreground point or a box first.")
     return params
+
+
+class PromptWatcher:
+    """Reports each prompt placed with the tools, as a Placed, and the number of placed prompts when it changes.
+
+    VTK observers on the module's nodes, no Qt, so what a click in a slice view triggers is testable with
+    slicer-core. Moving the box's handles reports the box again, once per changed box.
+    """
+
+    def __init__(self, nodes: PromptNodes, on_placed: Callable[[Placed], None], on_count: Callable[[int], None]):
+        self.nodes, self.on_placed, self.on_count = nodes, on_placed, on_count
+        self._observed: list[tuple[Any, int]] = []
+        self._last_box: tuple | None = None
+        for role in ROLES:
+            node = nodes.by_role(role)
+            self._observe(node, node.PointPositionDefinedEvent, lambda role=role: self._placed(role))
+            for event in (node.PointAddedEvent, node.PointRemovedEvent):
+                self._observe(node, event, lambda: self.on_count(self.count()))
+        self._observe(nodes.box, nodes.box.PointEndInteractionEvent, lambda: self._placed(BOX))
+
+    def _observe(self, node, event: int, call: Callable[[], None]) -> None:
+        self._observed.append((node, node.AddObserver(event, lambda _caller, _event: call())))
+
+    def count(self) -> int:
+        return sum(self.nodes.by_role(role).GetNumberOfDefinedControlPoints() for role in ROLES)
+
+    def _placed(self, role: str) -> None:
+        try:
+            placed = newest(self.nodes, role)
+        except ValueError:  # a point removed or unset: nothing to send
+            return
+        if role == BOX:
+            box = self.nodes.box
+            shape = (tuple(box.GetObjectToWorldMatrix().GetElement(r, c) for r in range(3) for c in range(4)),
+                     tuple(box.GetSize()))
+            if shape == self._last_box:  # placing the box ends with an interaction event too
+                return
+            self._last_box = shape
+        self.on_placed(placed)
+
+    def stop(self) -> None:
+        for node, tag in self._observed:
+            node.RemoveObserver(tag)
+        self._observed = []

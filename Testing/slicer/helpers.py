@@ -38,9 +38,10 @@ def make_image(direction: np.ndarray, shape=(7, 11, 13), seed: int = 0):
     return image
 
 
-def volume_aligned_roi(scene, volume, half_voxels=(2, 2, 1), center=None):
+def volume_aligned_roi(scene, volume, half_voxels=(2, 2, 1), center=None, roi=None):
     """A markups ROI whose axes follow the volume's voxel axes, centred on voxel `center` (default: the middle),
-    reaching `half_voxels` voxels each way, so it covers exactly 2*h+1 voxels along each axis."""
+    reaching `half_voxels` voxels each way, so it covers exactly 2*h+1 voxels along each axis (a new node, or `roi`
+    moved there)."""
     import slicer
     import vtk
 
@@ -56,8 +57,9 @@ def volume_aligned_roi(scene, volume, half_voxels=(2, 2, 1), center=None):
         for c in range(3):
             object_to_node.SetElement(r, c, ijk_to_ras[r, c] / spacing[c])
         object_to_node.SetElement(r, 3, center_ras[r])
-    roi = slicer.vtkMRMLMarkupsROINode()
-    scene.AddNode(roi)
+    if roi is None:
+        roi = slicer.vtkMRMLMarkupsROINode()
+        scene.AddNode(roi)
     roi.SetAndObserveObjectToNodeMatrix(object_to_node)
     roi.SetSize(*(2.0 * np.array(half_voxels) * spacing))
     return roi

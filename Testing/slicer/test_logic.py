@@ -167,3 +167,34 @@ def test_a_saved_label_is_reported_saved_even_when_the_figures_fail(case):
     outcome = run_now(logic.submit_job(volume, segmentation))
     assert logic.client.saved == ["case"]
     assert outcome.message.startswith("Saved the label of case on the server") and outcome.sessions is None
+
+
+def test_placing_with_the_tools_sends_one_clicked_slice_request_each(case, tmp_path):
+    """What a click with a place widget does, minus Qt: the watcher sees the new control point, and the panel's
+    handler sends one request for its slice. No node selector, no button."""
+    logic, volume, label, _image = case
+    logic.client = RecordedClient(like(reply("infer_interactive"), slices=[3], slice_axis=2), label, tmp_path)
+    outcomes, counts = [], []
+    nodes = logic.prompt_nodes()
+
+    def on_placed(placed):  # the Widget's onPromptPlaced, without the worker thread
+        outcomes.append(run_now(logic.segment_job(volume, placed=placed, propagate=False)))
+
+    watcher = prompt_nodes.PromptWatcher(nodes, on_placed, counts.append)
+    ras = scene_lib.ijk_to_ras(volume) @ np.array([6, 5, 3, 1.0])
+    nodes.foreground.AddControlPointWorld(*ras[:3])
+
+    ((_model, _image_id, sent),) = logic.client.calls
+    assert sent == {"max_propagation": 0, "foreground": [[6, 5, 3]], "adapter": "base"}
+    assert counts == [1] and outcomes[0].placed.role == prompt_nodes.FOREGROUND
+    assert outcomes[0].change.replaced == [3]
+
+    volume_aligned_roi(logic.scene, volume, half_voxels=(2, 2, 0), center=(6, 5, 3), roi=nodes.box)
+    nodes.box.SetCenterWorld(*ras[:3])  # the box's placement defines its control point
+    assert len(logic.client.calls) == 2 and logic.client.calls[1][2]["roi"] == [4, 8, 3, 7, 3, 3]
+    nodes.box.InvokeEvent(nodes.box.PointEndInteractionEvent)  # placing ends with an interaction event: no resend
+    assert len(logic.client.calls) == 2
+
+    watcher.stop()
+    nodes.foreground.AddControlPointWorld(*ras[:3])
+    assert len(logic.client.calls) == 2
