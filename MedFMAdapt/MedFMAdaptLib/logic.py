@@ -36,7 +36,7 @@ from .outcomes import (
     TrainingStarted,
     Uploaded,
 )
-from .presenter import Action, PromptStep
+from .presenter import RUNNING_STATES, Action, PromptStep
 
 T = TypeVar("T")
 Report = Callable[[str, float], None]
@@ -277,7 +277,7 @@ class MedFMAdaptLogic:
             change = scene_lib.replace_slices(segmentation, target, volume, answer > 0, reply_axis, slices, forced,
                                               clear_stale=whole)
             segment = segmentation.GetSegmentation().GetSegment(target).GetName()
-            where = f"slice {clicked}" if not whole else f"{len(slices)} slices"
+            where = f"slice {clicked}" if not whole else f"{len(slices)} slice{'s' * (len(slices) != 1)}"
             kept = f"; kept your edits on {len(change.kept)} slices" if change.kept else ""
             message = self._said(f"Segment ({where})", [segment], result, params, uncertainty) + kept + "."
             return Segmented(message, segmentation, target, overlay, result.params, result.label_path,
@@ -411,7 +411,7 @@ class MedFMAdaptLogic:
         def work(_report: Report):
             status = client.training_status()
             info = client.info()
-            running = str(status.get("status", "")).upper() in ("RUNNING", "QUEUED", "PENDING")
+            running = str(status.get("status", "")).upper() in RUNNING_STATES
             return status, info, None if running else client.registry()
 
         def finish(result) -> TrainingPolled:

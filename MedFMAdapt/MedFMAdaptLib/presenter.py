@@ -92,6 +92,7 @@ SHORTCUTS = {
     "P": Action.PROPAGATE,
 }
 FOREGROUND, BACKGROUND = "foreground", "background"
+RUNNING_STATES = ("SUBMITTED", "RUNNING", "QUEUED", "PENDING")  # MONAI Label's task states before it ends
 UNDO_DEPTH = 20  # prompts that can be taken back, newest first
 
 
@@ -510,7 +511,7 @@ class Presenter:
         task = s.training_task
         what = "Pretraining on the unlabelled scans" if task == PRETRAINER else "Adapting"
         state = str(status.get("status", "")).upper()
-        s.training = state in ("RUNNING", "QUEUED", "PENDING")
+        s.training = state in RUNNING_STATES
         if info is not None:
             s.training_history = self._history(info, task)
         epochs_done = max((int(h.get("epoch", 0)) for h in s.training_history), default=0)

@@ -68,7 +68,7 @@ def test_segment_status_says_how_long_the_server_took(case, tmp_path):
     outcome = run_now(logic.segment_job(volume, nodes, adapter="v0001"))
 
     assert isinstance(outcome, Segmented)
-    assert outcome.message == "Segment (1 slices): lesion (adapter v0001) in 4.5 s."
+    assert outcome.message == "Segment (1 slice): lesion (adapter v0001) in 4.5 s."
     ((model, image_id, sent),) = logic.client.calls
     assert (model, image_id, sent["adapter"]) == (INTERACTIVE_MODEL, "case", "v0001")
     assert outcome.params == params and outcome.placed is None and outcome.change.replaced == [3]
@@ -87,7 +87,7 @@ def test_segment_status_with_uncertainty_reads_the_recorded_map_description(case
     outcome = run_now(logic.segment_job(volume, nodes, uncertainty=True))
 
     assert outcome.message == (
-        f"Segment (1 slices): lesion (adapter {recorded['adapter']}) in 0.2 s; "
+        f"Segment (1 slice): lesion (adapter {recorded['adapter']}) in 0.2 s; "
         "uncertainty up to 0.43 nats (0.69 = guessing)."
     )
     assert logic.client.calls[0][2]["uncertainty"] is True

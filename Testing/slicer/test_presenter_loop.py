@@ -205,3 +205,10 @@ def test_other_outcomes(on_case, registry):
 def test_a_submit_whose_figures_could_not_be_read_keeps_the_session_panel(on_case):
     on_case.apply(Action.SUBMIT, Submitted("Saved the label of case7 on the server.", "case7", None))
     assert on_case.state.session.labels == 3 and on_case.state.status.startswith("Saved the label")
+
+
+def test_a_submitted_training_counts_as_running(on_case, info):
+    """MONAI Label answers SUBMITTED before RUNNING: polling must go on."""
+    on_case.apply(Action.START_TRAINING, TrainingStarted("Adaptation started.", "medsam_adapt", 4))
+    on_case.apply(Action.POLL_TRAINING, TrainingPolled("SUBMITTED", {"status": "SUBMITTED"}, info))
+    assert on_case.state.training and on_case.enabled(Action.POLL_TRAINING)
