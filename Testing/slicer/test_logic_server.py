@@ -2,7 +2,7 @@
 
 Fetch "breast1" into a real MRML scene, put a 3-slice markups box in RAS, send it as the server's IJK prompt,
 and check the answer lands in one segment on exactly the volume's grid; segment again around the lesion and check
-the new answer replaces the first one. Then the one-click loop on lung2: a foreground point placed with the
+the new answer replaces the first one. Then the one-click loop on brain1: a foreground point placed with the
 module's own tool asks for its slice only, Propagate follows the structure, and a slice painted by hand survives.
 """
 
@@ -88,10 +88,11 @@ def test_a_placed_point_segments_its_slice_then_propagate_keeps_a_hand_edit(mona
     logic = MedFMAdaptLogic(scene)
     presenter = Presenter()
     presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))
-    volume = run_now(logic.fetch_job(image_id="lung2")).volume
-    presenter.volume_changed(True, "lung2")
-    assert scene_lib.acquisition_axis(volume) == 2  # lung2's slices are along k: the point's k is its slice
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "lung2.nii.gz")))
+    # brain1 (a 7-slice lesion), not the lung cases: test_server_infer times their first, cold calls on this server.
+    volume = run_now(logic.fetch_job(image_id="brain1")).volume
+    presenter.volume_changed(True, "brain1")
+    assert scene_lib.acquisition_axis(volume) == 2  # brain1's slices are along k: the point's k is its slice
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "brain1.nii.gz")))
     k = int(np.argmax((truth > 0).sum(axis=(1, 2))))
     rows, cols = np.nonzero(truth[k])
     nearest = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
