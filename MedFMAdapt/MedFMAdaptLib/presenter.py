@@ -305,7 +305,7 @@ class Presenter:
             Action.AUTO_SEGMENT: on_server and AUTO_MODEL in s.models,
             Action.SEGMENT: on_server and INTERACTIVE_MODEL in s.models,
             Action.PROPAGATE: on_server and s.has_prompts and INTERACTIVE_MODEL in s.models,
-            Action.UNDO_PROMPT: bool(s.prompt_steps) and s.prompt_steps[-1].image_id == s.image_id,
+            Action.UNDO_PROMPT: self.last_prompt_step() is not None,
             Action.TOGGLE_POINT: on_server and INTERACTIVE_MODEL in s.models,
             Action.SUBMIT: on_server and s.has_result,
             Action.HELD_OUT: on_server,
@@ -423,8 +423,8 @@ class Presenter:
         self.state.propagate = bool(propagate)
 
     def last_prompt_step(self) -> PromptStep | None:
-        steps = self.state.prompt_steps
-        return steps[-1] if steps and steps[-1].image_id == self.state.image_id else None
+        """The newest prompt on the case shown (each case keeps its own steps)."""
+        return next((s for s in reversed(self.state.prompt_steps) if s.image_id == self.state.image_id), None)
 
     def set_uncertainty(self, uncertainty: bool) -> None:
         self.state.uncertainty = bool(uncertainty)
@@ -458,9 +458,10 @@ class Presenter:
             s.has_result = True
             if outcome.change is not None and s.image_id is not None:
                 s.prompt_steps = [*s.prompt_steps, PromptStep(s.image_id, outcome.change, outcome.placed)]
-                s.prompt_steps = s.prompt_steps[-UNDO_DEPTH:]
+                s.prompt_steps = s.prompt_steps[-UNDO_DEPTH:]  # the oldest fall off, whichever case they were on
         elif isinstance(outcome, PromptUndone):
-            s.prompt_steps = s.prompt_steps[:-1]
+            undone = self.last_prompt_step()
+            s.prompt_steps = [step for step in s.prompt_steps if step is not undone]
         elif isinstance(outcome, Submitted) and outcome.sessions is not None:
             self.sessions_read(outcome.sessions)
         elif isinstance(outcome, TrainingStarted):

@@ -100,12 +100,14 @@ def test_prompt_answers_stack_for_undo_per_case(on_case):
 
     on_case.volume_changed(True, "case8")  # another case: its own (empty) history
     assert on_case.last_prompt_step() is None and not on_case.enabled(Action.UNDO_PROMPT)
-    on_case.volume_changed(True, "case7")  # back again: the steps still apply
-    assert on_case.enabled(Action.UNDO_PROMPT)
+    on_case.apply(Action.SEGMENT, Segmented("Segment (slice 1).", change="change on case8"))
+    on_case.volume_changed(True, "case7")  # back again: case7's steps still apply, case8's newer one does not
+    assert on_case.enabled(Action.UNDO_PROMPT) and on_case.last_prompt_step().change == f"change {UNDO_DEPTH + 1}"
 
     on_case.begin(Action.UNDO_PROMPT)
     on_case.apply(Action.UNDO_PROMPT, PromptUndone("Undid the last prompt (slices 4)."))
     assert on_case.last_prompt_step().change == f"change {UNDO_DEPTH}"
+    assert [s.change for s in on_case.state.prompt_steps][-1] == "change on case8"  # the other case's step stays
     assert on_case.state.status == "Undid the last prompt (slices 4)."
 
 
