@@ -210,17 +210,24 @@ class MedFMAdaptLogic:
 
         return work
 
-    def _checked_answer(self, result: InferResult, volume, uncertainty: bool):
-        """The reply's label (and overlay) once checked against the volume's grid; nothing is changed before."""
+    @staticmethod
+    def _require_files(result: InferResult, uncertainty: bool) -> None:
         if result.label_path is None:
             raise ValueError("The server answered without a label; nothing was added.")
         if uncertainty and "uncertainty" not in result.extra_files:
             raise ValueError("The server sent no uncertainty map (is it older than this module?); nothing added.")
+
+    def _overlay(self, result: InferResult, volume, uncertainty: bool):
+        return scene_lib.load_overlay(self.scene, result.extra_files["uncertainty"], volume) if uncertainty else None
+
+    def _checked_answer(self, result: InferResult, volume, uncertainty: bool):
+        """The reply's label as voxels (and overlay) once checked against the volume's grid; nothing is changed
+        before."""
+        self._require_files(result, uncertainty)
         label = scene_lib.read_volume(self.scene, result.label_path, "answer", labelmap=True, add=False)
         if not scene_lib.same_grid(label, volume):
             raise ValueError("The server's label is not on the volume's voxel grid; nothing was added to the scene.")
-        overlay = scene_lib.load_overlay(self.scene, result.extra_files["uncertainty"], volume) if uncertainty else None
-        return scene_lib.voxel_array(label), overlay
+        return scene_lib.voxel_array(label), self._overlay(result, volume, uncertainty)
 
     @staticmethod
     def _said(title: str, names: list[str], result: InferResult, params: dict[str, Any], uncertainty: bool) -> str:
@@ -318,11 +325,12 @@ class MedFMAdaptLogic:
         self.started.setdefault(image_id, self.clock())
 
         def finish(result: InferResult) -> Segmented:
-            answer, overlay = self._checked_answer(result, volume, uncertainty)
-            fresh = scene_lib.label_file_to_segmentation(
+            self._require_files(result, uncertainty)
+            fresh = scene_lib.label_file_to_segmentation(  # reads the label once and checks its grid
                 self.scene, result.label_path, volume, "Auto segment", self._label_names(), RESULT_COLOR
             )
             try:
+                overlay = self._overlay(result, volume, uncertainty)  # checked before the user's segmentation changes
                 target = scene_lib.working_segmentation(self.scene, volume)
                 names = scene_lib.merge_segments(target, fresh)
             finally:
