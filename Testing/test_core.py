@@ -168,10 +168,14 @@ def test_adapt_config_from_a_request():
 
 def test_adapt_config_refuses_bad_values_when_built():
     for bad in ({"method": "bogus"}, {"rank": 0}, {"rank": "8"}, {"auto_head": 1}, {"lr": 0.0},
-                {"labels": "lesion"}, {"target_modules": "("}):
+                {"labels": "lesion"}, {"target_modules": "("}, {"serving_floor": 1.5}, {"serving_floor": -0.1},
+                {"preserve_weight": 101.0}):
         with pytest.raises(InputError, match="bad training parameter"):
             AdaptConfig(**bad)
     assert AdaptConfig(max_seconds=300).max_seconds == 300  # a whole number is a number
+    # Self-distillation per method unless set: LoRA reaches the encoder, so it keeps closer to the base FM.
+    assert (AdaptConfig(method="lora").preservation, AdaptConfig().preservation) == (3.0, 1.0)
+    assert AdaptConfig(method="lora", preserve_weight=0).to_json()["preserve_weight"] == 0
     assert all(AdaptConfig.help().values()), "every field says what it is for"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,84 @@ def test_click_mode_scores_one_click_at_the_structure_centre(sample_datastore: P
     result = registry.evaluate(BASE, [case], "click")
     assert result["mode"] == "click"
     assert result["images"]["lung2"]["lesion"]["dice"] >= 0.8  # a click near the lesion's centre: 0.92 measured
+
+
+def held_out(registry: Registry, tmp_path: Path, version: str, mode: str, dice: dict[str, dict[str, float]]) -> list:
+    """Record `version`'s held-out `mode` Dice per image and label, as `Registry.evaluate` stores them, and return
+    the cases, so the guard decides on these figures without running the FM."""
+    cases = []
+    for image_id in dice:
+        image, label = tmp_path / f"{image_id}.nii.gz", tmp_path / f"{image_id}_label.nii.gz"
+        image.write_bytes(image_id.encode())
+        label.write_bytes(image_id.encode() * 2)
+        cases.append(HeldOutCase(image_id, str(image), str(label)))
+    images = {i: {n: {"dice": d, "hd95_mm": None} for n, d in labels.items()} for i, labels in dice.items()}
+    every = [d for labels in dice.values() for d in labels.values()]
+    names = {n for labels in dice.values() for n in labels}
+    mean = {"dice": round(sum(every) / len(every), 4), "hd95_mm": None,
+            "dice_by_label": {n: round(sum(ls[n] for ls in dice.values() if n in ls)
+                                       / sum(n in ls for ls in dice.values()), 4) for n in names}}
+    key = registry._cases_key(cases, mode, 3)
+    path = registry.evaluations / f"{registry.store.resolve(version)}.json"
+    registry.evaluations.mkdir(exist_ok=True)
+    path.write_text(json.dumps({**(json.loads(path.read_text()) if path.exists() else {}),
+                                key: {"version": version, "mode": mode, "images": images, "mean": mean}}))
+    return cases
+
+
+def slab_site(registry: Registry, tmp_path: Path, version: str) -> list:
+    """The site benchmark's slabs: box Dice up after adapting, one click useless on grey/white matter for both."""
+    held_out(registry, tmp_path, BASE, "interactive", {"slab1": {"gm": 0.45, "wm": 0.55}})
+    held_out(registry, tmp_path, version, "interactive", {"slab1": {"gm": 0.58, "wm": 0.62}})
+    held_out(registry, tmp_path, BASE, "click", {"slab1": {"gm": 0.04, "wm": 0.08}})
+    return held_out(registry, tmp_path, version, "click", {"slab1": {"gm": 0.03, "wm": 0.05}})
+
+
+def test_a_mode_neither_version_serves_on_a_label_is_not_judged(registry, tmp_path):
+    version = register(registry, None)
+    cases = slab_site(registry, tmp_path, version)
+    decision = registry.guard(version, cases, margin=0.0)
+    assert decision["activated"] and registry.store.active() == version and decision["floor"] == 0.2
+    box, click = decision["checks"]
+    assert box["passed"] and "not_judged" not in box
+    assert click["passed"] is None and click["not_judged"] == ["gm", "wm"]
+    assert (click["new"], click["active"]) == (0.04, 0.06)  # the figures reported are still every label's mean
+    assert "gm, wm not judged: both versions below Dice 0.2" in decision["reason"]
+
+
+def test_with_no_floor_every_label_is_judged(registry, tmp_path):
+    version = register(registry, None)
+    decision = registry.guard(version, slab_site(registry, tmp_path, version), margin=0.0, floor=0.0)
+    assert decision["activated"] is False and registry.store.active() == BASE
+    assert [c["passed"] for c in decision["checks"]] == [True, False]
+
+
+def test_a_label_one_version_serves_is_still_judged(registry, tmp_path):
+    """Clicks work on the lesion (base 0.70) and not on grey matter: losing the lesion's clicks keeps it out."""
+    version = register(registry, None)
+    held_out(registry, tmp_path, BASE, "interactive", {"brain1": {"lesion": 0.60, "gm": 0.40}})
+    held_out(registry, tmp_path, version, "interactive", {"brain1": {"lesion": 0.65, "gm": 0.45}})
+    held_out(registry, tmp_path, BASE, "click", {"brain1": {"lesion": 0.70, "gm": 0.02}})
+    cases = held_out(registry, tmp_path, version, "click", {"brain1": {"lesion": 0.60, "gm": 0.19}})
+    decision = registry.guard(version, cases, margin=0.0)
+    click = decision["checks"][1]
+    assert click["not_judged"] == ["gm"] and (click["judged_new"], click["judged_active"]) == (0.60, 0.70)
+    assert click["passed"] is False and decision["activated"] is False and registry.store.active() == BASE
+    # A version that keeps the lesion's clicks goes live though its mean click Dice (0.355) is below base's (0.36):
+    # what it lost on grey matter is noise under the floor.
+    better = register(registry, None)
+    held_out(registry, tmp_path, better, "interactive", {"brain1": {"lesion": 0.65, "gm": 0.45}})
+    cases = held_out(registry, tmp_path, better, "click", {"brain1": {"lesion": 0.71, "gm": 0.0}})
+    decision = registry.guard(better, cases, margin=0.0)
+    assert decision["checks"][1]["new"] < decision["checks"][1]["active"] and decision["activated"]
+
+
+def test_no_mode_left_to_judge_is_no_evidence(registry, tmp_path):
+    version = register(registry, None)
+    held_out(registry, tmp_path, BASE, "interactive", {"slab1": {"gm": 0.10}})
+    held_out(registry, tmp_path, BASE, "click", {"slab1": {"gm": 0.05}})
+    held_out(registry, tmp_path, version, "interactive", {"slab1": {"gm": 0.15}})
+    cases = held_out(registry, tmp_path, version, "click", {"slab1": {"gm": 0.06}})
+    decision = registry.guard(version, cases, margin=0.0)
+    assert decision["activated"] is False and registry.store.active() == BASE
+    assert "no mode could be judged" in decision["reason"]

@@ -148,7 +148,7 @@ class Bench:
         version = summary["version"]
         start = time.perf_counter()
         cases = [HeldOutCase(v.image_id, v.image_path, v.label_path) for v in test]
-        decision = self.registry.guard(version, cases, cfg.regression_margin)
+        decision = self.registry.guard(version, cases, cfg.regression_margin, cfg.serving_floor)
         store.set_active(BASE)  # every run is judged against the base FM
         guard_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -247,13 +247,15 @@ def guard_agreement(runs: list[dict]) -> list[dict]:
     """Per part: what the guard's two kinds of evidence said. `evidence` = the job's validation slices or images
     (data the version did not train on, from the site's training set); `held-out` = the held-out volumes. Each
     passes when every mode it checked against the same mode of the base FM was within the margin (the checks that
-    decide activation; automatic mode held against base's box prompts decides only whether it is served)."""
+    decide activation; automatic mode held against base's box prompts decides only whether it is served); a check
+    with no label left to judge (both versions below the serving floor) is left out."""
     rows = []
     for part in sorted({r["part"] for r in runs}):
         group = [r for r in runs if r["part"] == part]
         cells = {"part": part, "runs": len(group), "activated": sum(r["activated"] for r in group)}
         for r in group:
-            checks = [c for c in r["decision"].get("checks") or [] if c.get("against", c["mode"]) == c["mode"]]
+            checks = [c for c in r["decision"].get("checks") or []
+                      if c.get("against", c["mode"]) == c["mode"] and c["passed"] is not None]
             ev = [c["passed"] for c in checks if c["source"] != "held-out images"]
             held = [c["passed"] for c in checks if c["source"] == "held-out images"]
             key = (f"evidence {'-' if not ev else 'pass' if all(ev) else 'fail'}, held-out "

@@ -196,7 +196,7 @@ def adaptation_steps(backend, base, studies: Path, variants: list[dict], warmup:
         rng = np.random.default_rng(0)
         model = make_trainable(base, backend, cfg).to(dev).train()
         frozen = encoder_is_frozen(model)
-        if frozen or cfg.preserve_weight > 0:  # as the product's loop does before its first step
+        if frozen or cfg.preservation > 0:  # as the product's loop does before its first step
             embed_with_base(backend, base, samples, torch.device(dev), mode)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
 

@@ -11,6 +11,7 @@ import hashlib
 import time
 from pathlib import Path
 
+from .adaptation.config import SERVING_FLOOR
 from .adaptation.evidence import label_tokens_of
 from .adapter_archive import export_version, import_archive
 from .adapter_store import BASE, DECISIONS
@@ -126,13 +127,16 @@ class Registry:
     def compare(self, a: str, b: str, cases: list[HeldOutCase], mode: str = "interactive", jitter: int = 3) -> dict:
         return compare(self.evaluate(a, cases, mode, jitter), self.evaluate(b, cases, mode, jitter))
 
-    def guard(self, version: str, cases: list[HeldOutCase], margin: float = 0.0) -> dict:
+    def guard(self, version: str, cases: list[HeldOutCase], margin: float = 0.0,
+              floor: float = SERVING_FLOOR) -> dict:
         """Activate `version` only on evidence, from data it did not train on, that it is at least as good as the
         active one (less `margin`) in every mode it serves; with no evidence it stays registered and inactive.
 
         Where the active version has no automatic mode, the new one's automatic Dice is held against the active
         version's box-prompted Dice on the same data: automatic mode is served only if it is at least as good as
         drawing a box with what is live; otherwise the version may go live for box and click prompts alone.
+        On held-out images a label where both versions score below `floor` in a mode is not judged in that mode
+        (neither serves it there); a mode with no label left to judge does not decide.
         """
         current = self.store.active()
         manifest = self.store.manifest(version)
@@ -155,12 +159,12 @@ class Registry:
             modes = ("interactive", "click") + (("automatic",) if manifest.get("auto_head") else ())
             for mode in modes:
                 against = mode if mode != "automatic" or current_auto else "interactive"
-                new = self.evaluate(version, cases, mode)["mean"]["dice"]
-                old = self.evaluate(current, cases, against)["mean"]["dice"]
-                checks.append(_check("held-out images", mode, new, old, margin, against))
+                checks.append(_held_out_check(mode, self.evaluate(version, cases, mode),
+                                              self.evaluate(current, cases, against), margin, floor))
         # A check of a mode against the same mode of the active version decides activation; automatic checks
         # against box prompts (nothing live serves automatic) decide only whether automatic mode is served.
-        deciding = [c for c in checks if c["mode"] == c["against"]]
+        # A check left with nothing to judge (passed None) decides nothing and serves nothing.
+        deciding = [c for c in checks if c["mode"] == c["against"] and c["passed"] is not None]
         activated = bool(deciding) and all(c["passed"] for c in deciding)
         automatic = [c for c in checks if c["mode"] == "automatic"]
         serves = ["interactive"] + (["automatic"] if automatic and all(c["passed"] for c in automatic) else [])
@@ -168,6 +172,9 @@ class Registry:
             reason = ("no evidence from data it did not train on (no held-out images, no second labelled image, "
                       "and too few labelled slices to hold some apart): registered but not activated; an admin "
                       "can activate it by hand")
+        elif not deciding:
+            reason = "; ".join(c["summary"] for c in checks) + (
+                ": no mode could be judged, registered but not activated; an admin can activate it by hand")
         else:
             reason = "; ".join(c["summary"] for c in checks) + (
                 f": at least as good as {current} (margin {margin}), activated" if activated
@@ -176,7 +183,8 @@ class Registry:
                 reason += ("; automatic mode stays off: its masks were worse than box prompts on the live version, "
                            "so a radiologist is better served drawing a box")
         first = checks[0] if checks else {}
-        decision = {"activated": activated, "compared_with": current, "margin": margin, "checks": checks,
+        decision = {"activated": activated, "compared_with": current, "margin": margin, "floor": floor,
+                    "checks": checks,
                     "serves": serves if activated else [],
                     "mode": first.get("mode"), "new_dice": first.get("new"), "active_dice": first.get("active"),
                     "reason": "; ".join([reason, *notes]), "decided_at": _now(), "manual": []}
@@ -209,6 +217,32 @@ def _check(source: str, mode: str, new: float | None, active: float | None, marg
     versus = "nothing to compare with" if active is None else f"active {against} {active}"
     return {"source": source, "mode": mode, "against": against, "new": new, "active": active, "passed": passed,
             "summary": f"{mode} Dice {new} vs {versus} on {source}"}
+
+
+def _held_out_check(mode: str, new_eval: dict, old_eval: dict, margin: float, floor: float) -> dict:
+    """`_check` of two held-out evaluations, judged only on the labels where at least one version reaches `floor`.
+
+    `new` and `active` stay the means over every label (the figures reported); the labels left out are listed under
+    `not_judged`, and `passed` is None when none is left.
+    """
+    check = _check("held-out images", mode, new_eval["mean"]["dice"], old_eval["mean"]["dice"], margin,
+                   old_eval["mode"])
+    new_by, old_by = new_eval["mean"]["dice_by_label"], old_eval["mean"]["dice_by_label"]
+    unjudged = sorted(n for n in new_by.keys() & old_by.keys() if max(new_by[n], old_by[n]) < floor)
+    if not unjudged:
+        return check
+    new, old = _mean_dice_without(new_eval, unjudged), _mean_dice_without(old_eval, unjudged)
+    below = f"{', '.join(unjudged)} not judged: both versions below Dice {floor}"
+    if new is None or old is None:
+        return {**check, "passed": None, "not_judged": unjudged, "summary": f"{check['summary']} ({below})"}
+    passed = new >= old - margin
+    return {**check, "passed": passed, "not_judged": unjudged, "judged_new": new, "judged_active": old,
+            "summary": f"{check['summary']} ({below}; on the others {new} vs {old})"}
+
+
+def _mean_dice_without(result: dict, labels: list[str]) -> float | None:
+    dices = [s["dice"] for scores in result["images"].values() for name, s in scores.items() if name not in labels]
+    return round(sum(dices) / len(dices), 4) if dices else None
 
 
 def _now() -> str:

@@ -52,7 +52,8 @@ class MedSAMAdapt(StatsTrainTask):
             self._write_stats({**stats, "status": "ERROR", "error": str(err)})
             print(f"ERROR: {err}", file=sys.stderr, flush=True)
             raise
-        decision = Registry(service).guard(summary["version"], heldout_images(datastore), cfg.regression_margin)
+        decision = Registry(service).guard(summary["version"], heldout_images(datastore), cfg.regression_margin,
+                                           cfg.serving_floor)
         summary["decision"] = decision
         log(f"DECISION {summary['version']}: {decision['reason']}")
         self._write_stats({**stats, "status": "DONE", "version": summary["version"], "summary": summary,

@@ -72,7 +72,7 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
     # The base encoder's embedding of each slice, once: the frozen encoder's input to the decoder, and what the
     # base FM's answers to random boxes are computed from (the self-distillation targets). Active-learning rounds
     # hand in slices embedded already.
-    if frozen or cfg.preserve_weight > 0:
+    if frozen or cfg.preservation > 0:
         embed_with_base(backend, base_model, train, dev, mode)
     embed_with_base(backend, base_model, val, dev, mode)  # the base FM's validation, and every epoch's when frozen
 
@@ -157,8 +157,8 @@ def training_loss(backend, model, base_model, batch: list[SliceSample], cfg: Ada
     """One step's loss: the task (box-prompted and prompt-free masks) plus the weighted self-distillation."""
     emb = torch.cat([s.embedding for s in batch]).to(dev) if frozen else _embed(backend, model, batch, dev, True)
     loss = _task_loss(backend, model, emb, batch, cfg, label_tokens, dev, rng)
-    if cfg.preserve_weight > 0:
-        loss = loss + cfg.preserve_weight * _preserve_loss(backend, model, base_model, emb, batch, dev, rng)
+    if cfg.preservation > 0:
+        loss = loss + cfg.preservation * _preserve_loss(backend, model, base_model, emb, batch, dev, rng)
     return loss
 
 
