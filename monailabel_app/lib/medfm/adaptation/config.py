@@ -22,11 +22,13 @@ DEFAULT_LR = {"lora": 5e-4, "dora": 5e-4, "decoder": 1e-4, "full": 2e-5}
 # encoder, so what they learn on one case reaches every image: on the site benchmark's lesion pairs (cpu-train size,
 # one labelled case) LoRA at weight 1 lost 0.015 box Dice against zero-shot (brain1 -> brain2 0.518 vs 0.592), at
 # weight 3 0.002 (0.547; lung 0.896 vs 0.887, brain2 -> brain1 0.318 vs 0.289), at lr 2.5e-4 instead 0.011. The
-# decoder-only default held +0.095 at weight 1. DoRA follows LoRA (the same wrapped modules; not measured apart).
+# decoder-only default held +0.095 at weight 1. The price: LoRA from an SSL-pretrained encoder beat LoRA alone by
+# +0.025 mean Dice at K=1 instead of +0.034 (benchmarks/README.md, pretraining). DoRA follows LoRA (the same
+# wrapped modules; not measured apart).
 DEFAULT_PRESERVE = {"lora": 3.0, "dora": 3.0, "decoder": 1.0, "full": 1.0}
 # Held-out Dice below which a prompt mode serves no one on a label. On the site benchmark one click gave grey and
 # white matter Dice 0.02-0.09 with the base FM and every adapted version, and the guard refused 8 of 11 slab versions
-# whose box Dice had risen by up to 0.12 on that noise; clicks on the lesions scored 0.54-0.69. A label where both
+# whose box Dice had risen by up to 0.12 on that noise; one click on a lesion scored 0.38-0.86. A label where both
 # versions are below the floor in a mode is recorded as not judged in that mode (0 judges everything).
 SERVING_FLOOR = 0.2
 
