@@ -62,8 +62,13 @@ def test_adaptation_round_trip(fresh_client, fresh_server):
     assert status["status"] == "DONE", "\n".join(status.get("details", []))
     assert any("SUMMARY version=v0001" in line for line in status["details"])
 
-    stats = server.info()["train_stats"]["medsam_adapt"]
+    info = server.info()
+    stats = info["train_stats"]["medsam_adapt"]
     assert stats["status"] == "DONE" and stats["version"] == "v0001"
+    # The options a client sends back leave per-method defaults to the method it picks.
+    offered = info["trainers"]["medsam_adapt"]["config"]
+    assert offered["lr"] is None and offered["preserve_weight"] is None
+    assert offered["method"] == ["decoder", "lora", "dora", "full"]  # the plugin preselects the first: the default
     assert [row["epoch"] for row in stats["history"]] == [1, 2, 3]
     assert all(row["train_loss"] is not None for row in stats["history"])
 

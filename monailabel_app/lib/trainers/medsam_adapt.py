@@ -24,8 +24,12 @@ class MedSAMAdapt(StatsTrainTask):
 
     def config(self):
         defaults = AdaptConfig().to_json()
-        defaults["method"] = list(METHODS)
-        defaults["lr"] = None  # None = the method's own default (see AdaptConfig.DEFAULT_LR)
+        # A list option is a drop-down in MONAI Label's Slicer plugin, preselecting its first entry: the default.
+        defaults["method"] = [defaults["method"], *(m for m in METHODS if m != defaults["method"])]
+        # None = the method's own default (AdaptConfig.DEFAULT_LR, DEFAULT_PRESERVE): a client that sends these
+        # options back (the stock Slicer plugin does) with another method must not pin the first method's values.
+        defaults["lr"] = None
+        defaults["preserve_weight"] = None
         return defaults
 
     def __call__(self, request, datastore: Datastore):
