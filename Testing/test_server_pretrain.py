@@ -50,7 +50,9 @@ def test_pretrain_on_unlabelled_scans_then_continue_with_labels(site, site_clien
     client.train_start("medsam_pretrain", PRETRAIN)
     status = wait_for_training(client)
     assert status["status"] == "DONE", "\n".join(status.get("details", []))
-    stats = site.info()["train_stats"]["medsam_pretrain"]
+    info = site.info()
+    assert info["trainers"]["medsam_pretrain"]["config"]["recipe"] == ["consistency", "distill"]  # default first
+    stats = info["train_stats"]["medsam_pretrain"]
     assert stats["status"] == "DONE" and [row["epoch"] for row in stats["history"]] == [1, 2]
     ssl_version = stats["version"]
     folder = site.models / "adapters" / "litemedsam" / ssl_version

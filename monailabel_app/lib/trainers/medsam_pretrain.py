@@ -24,7 +24,8 @@ class MedSAMPretrain(StatsTrainTask):
 
     def config(self):
         defaults = PretrainConfig().to_json()
-        defaults["recipe"] = list(RECIPES)
+        # The default first: MONAI Label's Slicer plugin preselects a list option's first entry.
+        defaults["recipe"] = [defaults["recipe"], *(r for r in RECIPES if r != defaults["recipe"])]
         return defaults
 
     def __call__(self, request, datastore: Datastore):
