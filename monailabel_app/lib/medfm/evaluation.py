@@ -95,7 +95,7 @@ def evaluate(segmenter: Segmenter, version: str, cases: list[HeldOutCase], label
                             "hd95_mm": _round(hd95(pred, truth == value, volume.spacing))}
         per_image[case.image_id] = scores
     return {"version": version, "mode": mode, "jitter_voxels": jitter, "images": per_image,
-            "mean": _means(per_image)}
+            "mean": means(per_image)}
 
 
 def compare(a: dict, b: dict) -> dict:
@@ -116,7 +116,8 @@ def compare(a: dict, b: dict) -> dict:
                         if better != "tie" else f"no difference over {len(rows)} image-label pairs")}
 
 
-def _means(per_image: dict) -> dict:
+def means(per_image: dict) -> dict:
+    """Mean Dice over every image and label, mean HD95 where defined, and mean Dice per label."""
     dices = [s["dice"] for scores in per_image.values() for s in scores.values()]
     hds = [s["hd95_mm"] for scores in per_image.values() for s in scores.values() if s["hd95_mm"] is not None]
     by_label: dict[str, list[float]] = {}

@@ -16,7 +16,7 @@ from .adaptation.evidence import label_tokens_of
 from .adapter_archive import export_version, import_archive
 from .adapter_store import BASE, DECISIONS
 from .digest import sha256_file
-from .evaluation import HeldOutCase, compare, evaluate
+from .evaluation import HeldOutCase, compare, evaluate, means
 from .files import read_json, write_json_atomic
 from .service import MedFMService
 
@@ -241,8 +241,8 @@ def _held_out_check(mode: str, new_eval: dict, old_eval: dict, margin: float, fl
 
 
 def _mean_dice_without(result: dict, labels: list[str]) -> float | None:
-    dices = [s["dice"] for scores in result["images"].values() for name, s in scores.items() if name not in labels]
-    return round(sum(dices) / len(dices), 4) if dices else None
+    return means({image: {name: s for name, s in scores.items() if name not in labels}
+                  for image, scores in result["images"].items()})["dice"]
 
 
 def _now() -> str:
