@@ -16,6 +16,7 @@ from lib.medfm.adaptation.config import AdaptConfig
 from lib.medfm.adapter_store import BASE, AdapterStore
 from lib.medfm.embedding_cache import EmbeddingCache, EmbeddingKey
 from lib.medfm.errors import InputError, NotFoundError
+from lib.medfm.manifest import Manifest
 from lib.medfm.metrics import dice, dice_batch
 from lib.medfm.prompts import box_of_mask, resolve
 from lib.medfm.volume import acquisition_axis, guess_modality, load_label, load_volume, write_label
@@ -120,8 +121,8 @@ def test_adapter_store_versions_are_atomic_and_checked(tmp_path):
     staging = store.staging()
     (staging / "weights.safetensors").write_bytes(b"x")
     assert store.versions() == []  # a staging folder is never a version
-    version = store.commit(staging, {"method": "decoder"})
-    assert version == "v0001" and store.manifest(version)["id"] == "v0001" and not staging.exists()
+    version = store.commit(staging, Manifest(method="decoder"))
+    assert version == "v0001" and store.manifest(version).id == "v0001" and not staging.exists()
     store.set_active(version)
     assert store.resolve(None) == "v0001" and store.resolve("base") == BASE
     with pytest.raises(NotFoundError):

@@ -11,6 +11,7 @@ from lib.medfm.adaptation.data import LabelledImage, hold_apart
 from lib.medfm.adapter_store import BASE
 from lib.medfm.errors import ConflictError
 from lib.medfm.evaluation import HeldOutCase
+from lib.medfm.manifest import Manifest
 from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
 from lib.medfm.settings import Settings
@@ -24,8 +25,8 @@ def registry(tmp_path) -> Registry:
 def register(registry: Registry, evidence: dict | None) -> str:
     """A version as the training job leaves it: committed, inactive, with what its validation showed."""
     staging = registry.store.staging()
-    return registry.store.commit(staging, {"fm": "litemedsam", "method": "lora", "auto_head": False,
-                                           "labels": {"lesion": {"value": 1, "token": 0}}, "evidence": evidence})
+    return registry.store.commit(staging, Manifest(fm="litemedsam", method="lora", auto_head=False,
+                                                   labels={"lesion": {"value": 1, "token": 0}}, evidence=evidence))
 
 
 def evidence(new: float, active: float, against: str = BASE) -> dict:
@@ -67,9 +68,9 @@ def auto_evidence(box_new: float, box_active: float, auto_new: float) -> dict:
 @pytest.mark.parametrize(("auto_new", "serves"), [(0.30, ["interactive"]), (0.55, ["interactive", "automatic"])])
 def test_automatic_mode_is_served_only_if_it_beats_a_box_on_the_live_version(registry, auto_new, serves):
     staging = registry.store.staging()
-    version = registry.store.commit(staging, {"fm": "litemedsam", "method": "lora", "auto_head": True,
-                                              "labels": {"lesion": {"value": 1, "token": 0}},
-                                              "evidence": auto_evidence(0.56, 0.50, auto_new)})
+    version = registry.store.commit(staging, Manifest(fm="litemedsam", method="lora", auto_head=True,
+                                                      labels={"lesion": {"value": 1, "token": 0}},
+                                                      evidence=auto_evidence(0.56, 0.50, auto_new)))
     decision = registry.guard(version, [], margin=0.0)
     assert decision["activated"] and registry.store.active() == version  # box prompts got better: live
     assert decision["serves"] == serves
@@ -112,8 +113,8 @@ def test_a_label_no_training_image_carries_is_not_learned(sample_datastore: Path
                          str(sample_datastore / "labels" / "final" / "breast1.nii.gz"))
     summary = run_adaptation(service.backend, service.backend.build_model("cpu"), service.store, [item],
                              AdaptConfig(method="decoder", max_epochs=1, slices_per_image=2),
-                             service.settings.labels, log=lambda _line: None)
-    assert set(service.store.manifest(summary["version"])["labels"]) == {"lesion"}
+                             service.settings, log=lambda _line: None)
+    assert set(service.store.manifest(summary["version"]).labels) == {"lesion"}
     assert summary["evidence"]["source"].startswith("slices of breast1")
 
 

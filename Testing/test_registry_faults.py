@@ -15,12 +15,14 @@ import pytest
 
 from lib.medfm.adapter_store import BASE, AdapterStore
 from lib.medfm.files import write_json_atomic
+from lib.medfm.manifest import Manifest
 from Testing.conftest import ROOT
 
 WRITER_PRELUDE = f"""
 import os, sys, time, json
 sys.path.insert(0, {str(ROOT / "monailabel_app")!r})
 from lib.medfm.adapter_store import AdapterStore
+from lib.medfm.manifest import Manifest
 store = AdapterStore(sys.argv[1], "fm")
 """
 
@@ -34,7 +36,7 @@ def run_writer(body: str, root, *args) -> subprocess.Popen:
 def make_version(store: AdapterStore, note: str) -> str:
     staging = store.staging()
     (staging / "weights.safetensors").write_bytes(os.urandom(1024))
-    return store.commit(staging, {"note": note})
+    return store.commit(staging, Manifest(note=note))
 
 
 def test_writer_killed_mid_version_leaves_no_version(tmp_path):
@@ -84,7 +86,7 @@ def test_two_processes_committing_at_once_get_distinct_ids(tmp_path):
         for n in range(5):
             staging = store.staging()
             (staging / "weights.safetensors").write_bytes(os.urandom(4096))
-            print(store.commit(staging, {"note": sys.argv[2]}), flush=True)
+            print(store.commit(staging, Manifest(note=sys.argv[2])), flush=True)
     """
     writers = [run_writer(body, tmp_path, name) for name in ("a", "b")]
     ids = [line.strip() for w in writers for line in w.communicate()[0].splitlines()]
@@ -92,7 +94,7 @@ def test_two_processes_committing_at_once_get_distinct_ids(tmp_path):
     assert len(ids) == 10 and len(set(ids)) == 10
     store = AdapterStore(tmp_path, "fm")
     assert store.versions() == sorted(ids)
-    assert sorted(store.manifest(v)["note"] for v in ids) == ["a"] * 5 + ["b"] * 5
+    assert sorted(store.manifest(v).note for v in ids) == ["a"] * 5 + ["b"] * 5
 
 
 def test_deleted_ids_are_never_reused(tmp_path):

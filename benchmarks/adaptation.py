@@ -96,7 +96,7 @@ def run_fm(backend, base, split: Split, k: int, method: str, size: dict, dev: st
         test_emb = base_test_emb if frozen else embed_all(backend, result.model, split.test, dev, size["batch"])
     scores = score_fm(backend, result.model, split.test, test_emb, split.tokens, split.task)
     with tempfile.TemporaryDirectory() as tmp:
-        adapter_bytes = sum(save_adapter(result.model, cfg, Path(tmp)).values())
+        adapter_bytes = sum(save_adapter(result.model, Path(tmp)).values())
     trainable, total = count_parameters(result.model)
     return {"method": method, "K": k, "trainable_params": trainable, "trainable_fraction": trainable / total,
             "adapter_bytes": adapter_bytes, "peak_memory_mb": memory.peak_mb, "wall_s": round(timer.s, 2),

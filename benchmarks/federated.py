@@ -88,7 +88,7 @@ def baseline(name: str, specs: list[SiteSpec], train_sites: list[SiteData], cfg:
     long_cfg = dataclasses.replace(cfg, rounds=1, local_epochs=epochs)
     service = MedFMService(Settings(models_dir=work / f"{name}-server", device=dev, labels=LABELS))
     pooled = SiteData(name, [img for s in train_sites for img in s.train], [])
-    trainer = SiteTrainer(service.backend, service.segmenter.base, pooled, long_cfg, LABELS, dev,
+    trainer = SiteTrainer(service.backend, service.segmenter.base, pooled, long_cfg, service.settings,
                           log=lambda _line: None)
     start = initial_adapter(service.backend, service.segmenter.base, cfg)
     t0 = time.perf_counter()

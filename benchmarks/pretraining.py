@@ -77,7 +77,7 @@ def main() -> None:
         def heldout(version: str) -> dict:
             box = registry.evaluate(version, cases, "interactive")["mean"]["dice"]
             auto = registry.evaluate(version, cases, "automatic")["mean"]["dice"] if version != "base" and \
-                store.manifest(version).get("auto_head") else None
+                store.manifest(version).auto_head else None
             return {"box": box, "auto": auto}
 
         zero = heldout("base")
@@ -90,7 +90,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = run_pretraining(service.backend, base, store, scans, PretrainConfig(
                     recipe=recipe, max_epochs=size["ssl_epochs"], slices_per_image=size["slices"], seed=seed),
-                    dev, log=lambda _line: None)
+                    service.settings, log=lambda _line: None)
                 measured = heldout(out["version"])
                 runs.append({"seed": seed, "K": 0, "ssl": recipe, "version": out["version"], **measured,
                              "ssl_s": round(time.perf_counter() - t0, 1), "ssl_train_s": out["wall_s"],
@@ -109,7 +109,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     cfg = AdaptConfig(method="lora", max_epochs=size["lora_epochs"], slices_per_image=size["slices"],
                                       batch_size=2, labels=sorted(TISSUE_LABELS), seed=seed, parent=parent)
-                    summary = run_adaptation(service.backend, base, store, items, cfg, LABELS, dev,
+                    summary = run_adaptation(service.backend, base, store, items, cfg, service.settings,
                                              log=lambda _line: None)
                     measured = heldout(summary["version"])
                     runs.append({"seed": seed, "K": k, "ssl": name, "version": summary["version"], **measured,

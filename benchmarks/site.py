@@ -143,8 +143,7 @@ class Bench:
         logs: list[str] = []
         with common.PeakMemory(self.dev) as memory, common.Timer(self.dev) as timer:
             summary = run_adaptation(self.service.backend, self.service.segmenter.base, store, items, cfg,
-                                     self.service.settings.labels, self.dev, log=logs.append,
-                                     precision=self.service.settings.precision)
+                                     self.service.settings, log=logs.append)
         version = summary["version"]
         start = time.perf_counter()
         cases = [HeldOutCase(v.image_id, v.image_path, v.label_path) for v in test]
@@ -154,11 +153,12 @@ class Bench:
         start = time.perf_counter()
         measured = self.evaluate_version(version, test, values, noc)
         manifest = store.manifest(version)
-        train_slices = sum(len(i.get("slices", [])) for i in manifest.get("train_images", []))
+        train_slices = sum(len(i.slices) for i in manifest.train_images)
         per_epoch = math.ceil(train_slices / cfg.batch_size) if train_slices else 0
         return {"version": version, "decision": decision, "activated": bool(decision.get("activated")),
-                "train_images": manifest.get("train_images"), "val_images": manifest.get("val_images"),
-                "val_gap_slices": manifest.get("val_gap_slices"), "evidence": manifest.get("evidence"),
+                "train_images": manifest.to_json().get("train_images"),
+                "val_images": manifest.to_json().get("val_images"),
+                "val_gap_slices": manifest.val_gap_slices, "evidence": manifest.evidence,
                 "epochs": summary["epochs"], "steps": summary["epochs"] * per_epoch, "train_slices": train_slices,
                 "trainable_params": summary["trainable_params"], "adapter_bytes": summary["adapter_bytes"],
                 "train_wall_s": round(timer.s, 2), "guard_s": round(guard_s, 2),

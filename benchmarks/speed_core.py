@@ -20,10 +20,11 @@ from lib.medfm.adaptation.peft_setup import encoder_is_frozen, make_trainable, s
 from lib.medfm.adaptation.trainer import embed_with_base, training_loss
 from lib.medfm.adapter_store import AdapterStore
 from lib.medfm.embedding_cache import EmbeddingCache
+from lib.medfm.manifest import Manifest
 from lib.medfm.metrics import dice
 from lib.medfm.prompts import resolve
 from lib.medfm.segmenter import Segmenter
-from lib.medfm.volume import load_label, load_volume
+from lib.medfm.volume import CT_DEFAULT_WINDOW, load_label, load_volume
 
 
 def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int, bf16: bool) -> list[dict]:
@@ -145,9 +146,9 @@ def automatic_volume(backend, studies: Path, slices: int, measured: int, dev: st
     cfg = AdaptConfig(method="decoder")
     model = make_trainable(backend.build_model("cpu"), backend, cfg)  # untrained weights: speed is the same
     staging = store.staging()
-    save_adapter(model, cfg, staging)
-    version = store.commit(staging, {"fm": backend.name, "method": "decoder", "auto_head": True,
-                                     "labels": {"lesion": {"value": 1, "token": 0}}})
+    save_adapter(model, staging)
+    version = store.commit(staging, Manifest(fm=backend.name, method="decoder", auto_head=True,
+                                             labels={"lesion": {"value": 1, "token": 0}}))
     volume = load_volume(_ct_volume(studies, slices, tmp))
     segmenter = Segmenter(backend, store, EmbeddingCache(), device=dev)
     segmenter.model(version)  # adapter load is a one-off, not part of the per-volume time
@@ -185,7 +186,8 @@ def adaptation_steps(backend, base, studies: Path, variants: list[dict], warmup:
     items = [LabelledImage(c, str(studies / f"{c}.nii.gz"), str(studies / "labels" / "final" / f"{c}.nii.gz"))
              for c in ("lung2", "brain1")]
     largest = max(v["batch"] for v in variants)
-    pool = build_samples(items, backend, {"lesion": 1}, largest, np.random.default_rng(0), negatives=False)
+    pool = build_samples(items, backend, {"lesion": 1}, largest, np.random.default_rng(0), negatives=False,
+                         ct_window=CT_DEFAULT_WINDOW)
     mode = precision_mod.resolve(precision, dev)
     rows = []
     for variant in variants:

@@ -22,6 +22,7 @@ from lib.http_errors import plain_errors
 from lib.medfm.adaptation.data import LabelledImage
 from lib.medfm.adaptation.pretrain import UnlabelledImage
 from lib.medfm.evaluation import HeldOutCase
+from lib.medfm.split import split_ids
 from lib.medfm.volume import check_3d_scalar, load_label, read_image
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -34,35 +35,31 @@ def check_safe_id(value: str, what: str) -> str:
     return value
 
 
+def _split(datastore: Datastore, image_ids, only: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(training ids, held-out ids) of `image_ids` by the core's one rule (lib/medfm/split.py)."""
+    return split_ids(((i, datastore.get_image_info(i)) for i in image_ids), only)
+
+
 def heldout_images(datastore: Datastore) -> list[HeldOutCase]:
     """Labelled images the site marked held-out: evaluated on, never trained on."""
     final = DefaultLabelTag.FINAL.value
-    return [HeldOutCase(i, datastore.get_image_uri(i), datastore.get_label_uri(i, final))
-            for i in sorted(datastore.get_labeled_images(final)) if datastore.get_image_info(i).get("held_out")]
+    _, held = _split(datastore, datastore.get_labeled_images(final))
+    return [HeldOutCase(i, datastore.get_image_uri(i), datastore.get_label_uri(i, final)) for i in held]
 
 
 def training_images(datastore: Datastore, only: list[str] | None = None) -> list[LabelledImage]:
     """Images with a final label, minus those the site marked held-out (never trained on)."""
-    items = []
-    for image_id in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL.value)):
-        if datastore.get_image_info(image_id).get("held_out") or (only and image_id not in only):
-            continue
-        items.append(LabelledImage(image_id, datastore.get_image_uri(image_id),
-                                   datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)))
-    return items
+    final = DefaultLabelTag.FINAL.value
+    train, _ = _split(datastore, datastore.get_labeled_images(final), only)
+    return [LabelledImage(i, datastore.get_image_uri(i), datastore.get_label_uri(i, final)) for i in train]
 
 
 def unlabelled_pool(datastore: Datastore, only: list[str] | None = None) -> list[UnlabelledImage]:
     """Every image, labelled or not, that self-supervised pretraining may see: all but the held-out ones (their
     pixels too are kept out, so the guard's evidence comes from images no adapter has seen)."""
-    items = []
-    for image_id in sorted(datastore.list_images()):
-        if datastore.get_image_info(image_id).get("held_out") or (only and image_id not in only):
-            continue
-        uri = datastore.get_image_uri(image_id)
-        if uri:
-            items.append(UnlabelledImage(image_id, uri))
-    return items
+    train, _ = _split(datastore, datastore.list_images(), only)
+    uris = {i: datastore.get_image_uri(i) for i in train}
+    return [UnlabelledImage(i, uri) for i, uri in uris.items() if uri]
 
 
 class ValidatingDatastore(LocalDatastore):

@@ -21,6 +21,7 @@ from .adapter_store import MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS, A
 from .backends import FMBackend
 from .digest import sha256_file
 from .errors import InputError
+from .manifest import Manifest
 
 ALLOWED = {MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS}
 MAX_MEMBER_BYTES = 2 << 30
@@ -50,11 +51,11 @@ def import_archive(store: AdapterStore, backend: FMBackend, base_model: nn.Modul
         manifest = _check_manifest(staging, backend)
         _check_hashes(staging, manifest)
         _check_weights(staging, base_model)
-        origin = {"id": manifest.get("id"), "created": manifest.get("created"), "note": manifest.get("note", "")}
-        if isinstance(manifest.get("federation"), dict):  # which federation, round and sites made it
-            origin["federation"] = manifest["federation"]
-        manifest = {**manifest, "imported_from": origin, "parent": None, "note": note or manifest.get("note", "")}
-        return store.commit(staging, manifest)
+        origin = {"id": manifest.id, "created": manifest.created, "note": manifest.note}
+        if manifest.federation is not None:  # which federation, round and sites made it
+            origin["federation"] = manifest.federation
+        return store.commit(staging, manifest.with_fields(imported_from=origin, parent=None,
+                                                          note=note or manifest.note))
     except BaseException:
         store.discard(staging)
         raise
@@ -91,22 +92,26 @@ def _extract(archive: Path, dest: Path) -> None:
                     out.write(source.read())
 
 
-def _check_manifest(folder: Path, backend: FMBackend) -> dict:
+def _check_manifest(folder: Path, backend: FMBackend) -> Manifest:
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        data = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as err:
         raise InputError("the archive has no readable manifest.json") from err
-    if manifest.get("fm") != backend.name:
-        raise InputError(f"the adapter is for FM {manifest.get('fm')!r}, this server runs {backend.name!r}")
-    if manifest.get("fm_sha256") != backend.weights_sha256():
+    try:
+        manifest = Manifest.parse(data)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        raise InputError(f"the archive's manifest.json is not a version manifest: {str(err)[:300]}") from err
+    if manifest.fm != backend.name:
+        raise InputError(f"the adapter is for FM {manifest.fm!r}, this server runs {backend.name!r}")
+    if manifest.fm_sha256 != backend.weights_sha256():
         raise InputError("the adapter was trained on other base weights (its fm_sha256 differs from this server's); "
                          "applying it would give wrong results")
     return manifest
 
 
-def _check_hashes(folder: Path, manifest: dict) -> None:
-    expected = manifest.get("files_sha256")
-    if not isinstance(expected, dict) or not expected:
+def _check_hashes(folder: Path, manifest: Manifest) -> None:
+    expected = manifest.files_sha256
+    if not expected:
         raise InputError("the manifest records no file hashes, so the weights cannot be verified")
     actual = file_hashes(folder)
     if set(actual) != set(expected):

@@ -22,6 +22,7 @@ from torch import nn
 
 from .errors import ConflictError, InputError, NotFoundError
 from .files import read_json, write_json_atomic
+from .manifest import Manifest
 
 BASE = "base"
 DECISIONS = "decisions"  # the registry's activation decisions, one JSON per version, beside the versions
@@ -57,10 +58,10 @@ class AdapterStore:
     def path(self, version: str) -> Path:
         return self.root / self.check_id(version)
 
-    def manifest(self, version: str) -> dict:
+    def manifest(self, version: str) -> Manifest:
         if version == BASE:
-            return {"id": BASE}
-        return json.loads((self.path(version) / MANIFEST).read_text())
+            return Manifest(id=BASE)
+        return Manifest.read(self.path(version) / MANIFEST)
 
     # ---- active pointer -----------------------------------------------------------------------------------
     def _pointer(self) -> dict:
@@ -131,19 +132,18 @@ class AdapterStore:
         path.mkdir()
         return path
 
-    def commit(self, staging: Path, manifest: dict) -> str:
+    def commit(self, staging: Path, manifest: Manifest) -> str:
         """Give a finished staging folder the next version id by one atomic rename; return that id."""
         with self.lock:
             return self._commit(staging, manifest)
 
-    def _commit(self, staging: Path, manifest: dict) -> str:
+    def _commit(self, staging: Path, manifest: Manifest) -> str:
         counter = self.root / "last_id.json"
         last = json.loads(counter.read_text())["last"] if counter.is_file() else 0
         for _ in range(1000):
             numbers = [int(v[1:]) for v in self.versions()] + [last]
             version = f"v{max(numbers) + 1:04d}"  # never reuses a deleted version's id
-            manifest = {**manifest, "id": version}
-            write_json_atomic(staging / MANIFEST, manifest)
+            write_json_atomic(staging / MANIFEST, manifest.with_fields(id=version).to_json())
             try:
                 os.rename(staging, self.root / version)  # fails if the id exists: try the next one
             except OSError:

@@ -6,18 +6,17 @@ later (held-out scores, why it was or was not activated) is kept beside it in `e
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import time
 from pathlib import Path
 
 from .adaptation.config import SERVING_FLOOR
-from .adaptation.evidence import label_tokens_of
 from .adapter_archive import export_version, import_archive
 from .adapter_store import BASE, DECISIONS
 from .digest import sha256_file
 from .evaluation import HeldOutCase, compare, evaluate, means
 from .files import read_json, write_json_atomic
+from .manifest import utc_now
 from .service import MedFMService
 
 
@@ -34,15 +33,15 @@ class Registry:
         rows = []
         for version in self.store.versions():
             m = self.store.manifest(version)
-            best = m.get("metrics", {}).get("best", {})
-            rows.append({"version": version, "method": m.get("method"), "created": m.get("created"),
-                         "note": m.get("note", ""), "labels": sorted(m.get("labels", {})),
+            best = m.metrics.get("best", {})
+            rows.append({"version": version, "method": m.method, "created": m.created,
+                         "note": m.note, "labels": sorted(m.labels),
                          "val_dice": best.get("val_dice"), "val_dice_box": best.get("val_dice_box"),
-                         "base_val_dice_box": m.get("metrics", {}).get("base", {}).get("val_dice_box"),
+                         "base_val_dice_box": m.metrics.get("base", {}).get("val_dice_box"),
                          "heldout_dice": self.heldout_dice(version),
-                         "adapter_bytes": m.get("adapter_bytes"), "active": version == active,
-                         "decision": self.decision(version), "imported_from": m.get("imported_from"),
-                         "continued_from": (m.get("config") or {}).get("parent")})
+                         "adapter_bytes": m.adapter_bytes, "active": version == active,
+                         "decision": self.decision(version), "imported_from": m.imported_from,
+                         "continued_from": (m.config or {}).get("parent")})
         return {"fm": self.service.fm_info(), "active": active, "history": self.store.history(), "adapters": rows}
 
     def progress(self) -> list[dict]:
@@ -51,14 +50,14 @@ class Registry:
         for version in self.store.versions():
             m = self.store.manifest(version)
             decision = self.decision(version) or {}
-            rows.append({"version": version, "created": m.get("created"),
-                         "labelled_images": len(m.get("train_images", [])) + len(m.get("val_images", [])),
+            rows.append({"version": version, "created": m.created,
+                         "labelled_images": len(m.train_images) + len(m.val_images),
                          "heldout_dice": self.heldout_dice(version), "heldout_mode": decision.get("mode")})
         return rows
 
     def get(self, version: str) -> dict:
         version = self.store.check_id(version)
-        return {"manifest": self.store.manifest(version), "active": version == self.store.active(),
+        return {"manifest": self.store.manifest(version).to_json(), "active": version == self.store.active(),
                 "decision": self.decision(version), "evaluations": read_json(self.evaluations / f"{version}.json")}
 
     def heldout_dice(self, version: str) -> float | None:
@@ -84,7 +83,7 @@ class Registry:
             self.store.set_active(version)
             if version != BASE:
                 decision = self.decision(version) or {"activated": False, "reason": "never checked by the guard"}
-                manual = [*decision.get("manual", []), {"by": user, "at": _now()}]
+                manual = [*decision.get("manual", []), {"by": user, "at": utc_now()}]
                 # By hand, the admin answers for every mode the version has.
                 self._write_decision(version, {**decision, "manual": manual, "serves": ["interactive", "automatic"]})
         return {"active": self.store.active()}
@@ -141,7 +140,7 @@ class Registry:
         current = self.store.active()
         manifest = self.store.manifest(version)
         checks, notes = [], []
-        evidence = manifest.get("evidence")
+        evidence = manifest.evidence
         if evidence and evidence.get("compared_with") == current:
             modes = evidence["modes"]
             for mode in (m for m in ("interactive", "automatic") if m in modes):
@@ -153,10 +152,10 @@ class Registry:
             notes.append(f"its validation compared it with {evidence.get('compared_with')}, but {current} is "
                          "active now, so that evidence does not count")
         if cases:
-            current_auto = bool(label_tokens_of(self.store.manifest(current)))
+            current_auto = bool(self.store.manifest(current).label_tokens())
             # A click is judged apart from a box: adapting can keep boxes and still lose clicks (site benchmark,
             # lesion pairs: Dice after 3 clicks 0.54-0.62 adapted vs 0.66 base, with box Dice up).
-            modes = ("interactive", "click") + (("automatic",) if manifest.get("auto_head") else ())
+            modes = ("interactive", "click") + (("automatic",) if manifest.auto_head else ())
             for mode in modes:
                 against = mode if mode != "automatic" or current_auto else "interactive"
                 checks.append(_held_out_check(mode, self.evaluate(version, cases, mode),
@@ -187,7 +186,7 @@ class Registry:
                     "checks": checks,
                     "serves": serves if activated else [],
                     "mode": first.get("mode"), "new_dice": first.get("new"), "active_dice": first.get("active"),
-                    "reason": "; ".join([reason, *notes]), "decided_at": _now(), "manual": []}
+                    "reason": "; ".join([reason, *notes]), "decided_at": utc_now(), "manual": []}
         if activated:
             self.store.set_active(version)
         self._write_decision(version, decision)
@@ -244,6 +243,3 @@ def _mean_dice_without(result: dict, labels: list[str]) -> float | None:
     return means({image: {name: s for name, s in scores.items() if name not in labels}
                   for image, scores in result["images"].items()})["dice"]
 
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

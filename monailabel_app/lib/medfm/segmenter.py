@@ -213,9 +213,8 @@ class Segmenter:
         if version == BASE:
             raise ConflictError("automatic segmentation needs a trained adapter: the base FM has no prompt-free "
                                 "head. Train one with the medsam_adapt trainer first, or pass adapter=<version>.")
-        manifest = self.store.manifest(version)
-        learned: dict[str, dict] = manifest.get("labels", {})
-        if not manifest.get("auto_head") or not learned:
+        learned = self.store.manifest(version).learned_labels()
+        if not learned:
             raise ConflictError(f"adapter '{version}' was trained without the prompt-free head, so it cannot "
                                 "segment automatically; train one with auto_head=true")
         if labels:
@@ -232,12 +231,12 @@ class Segmenter:
             embeddings = self._embeddings(volume, version, model, indices, counters)
             for k in indices:
                 emb, prepared = embeddings[k]
-                items = [(emb, prepared, SlicePrompt(label_index=learned[n]["token"])) for n in names]
+                items = [(emb, prepared, SlicePrompt(label_index=learned[n].token)) for n in names]
                 logits, _ = self._decode(model, items, counters)
                 stack = torch.stack(logits)
                 best = stack.argmax(0).cpu().numpy()
                 positive = (stack.max(0).values > 0).cpu().numpy()
-                values = np.asarray([learned[n]["value"] for n in names], dtype=np.uint8)
+                values = np.asarray([learned[n].value for n in names], dtype=np.uint8)
                 volume.put_slice(label, k, np.where(positive, values[best], 0).astype(np.uint8))
                 if entropy is not None:  # the least certain label decides how sure this voxel is
                     volume.put_slice(entropy, k, binary_entropy(stack).max(0).values.cpu().numpy())
@@ -256,16 +255,13 @@ class Segmenter:
         counters = _Counters()
         picks = sorted(set(np.linspace(0, volume.n_slices - 1, min(n_slices, volume.n_slices)).round().astype(int)))
         embeddings = self._embeddings(volume, version, model, picks, counters)
-        learned = {}
-        if version != BASE:
-            manifest = self.store.manifest(version)
-            learned = manifest.get("labels", {}) if manifest.get("auto_head") else {}
+        learned = self.store.manifest(version).learned_labels()
         pooled, entropies = [], []
         for k in picks:
             emb, prepared = embeddings[k]
             pooled.append(emb.float().mean(dim=(-2, -1))[0].cpu().numpy())
             h, w = prepared.original_hw
-            prompts = [SlicePrompt(label_index=d["token"]) for d in learned.values()] or \
+            prompts = [SlicePrompt(label_index=d.token) for d in learned.values()] or \
                 [SlicePrompt(box=(0.0, 0.0, float(w), float(h)))]
             logits, _ = self._decode(model, [(emb, prepared, p) for p in prompts], counters)
             entropies.append(float(torch.stack([binary_entropy(lg) for lg in logits]).mean()))

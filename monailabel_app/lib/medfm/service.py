@@ -101,7 +101,7 @@ class MedFMService:
         return path
 
     def provenance(self, result: SegmentationResult, volume: Volume) -> dict:
-        manifest = self.store.manifest(result.adapter)
-        return {"fm": self.fm_info(), "adapter": result.adapter, "adapter_method": manifest.get("method", "none"),
+        return {"fm": self.fm_info(), "adapter": result.adapter,
+                "adapter_method": self.store.manifest(result.adapter).method or "none",
                 "timing": result.timing, "slices": result.slices, "slice_axis": volume.slice_axis,
                 "modality": volume.modality, "cache": self.cache.stats()}

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-
-from monailabel.interfaces.datastore import Datastore
-
-from lib.datastore import heldout_images, training_images
+from lib.datastore import training_images
 from lib.medfm.adaptation import METHODS, AdaptConfig
 from lib.medfm.adaptation.job import run_adaptation
-from lib.medfm.registry import Registry
 from lib.medfm.service import MedFMService
-from lib.trainers.stats_task import StatsTrainTask
+from lib.trainers.guarded_task import GuardedTrainTask
 
 
-class MedSAMAdapt(StatsTrainTask):
+class MedSAMAdapt(GuardedTrainTask):
     def __init__(self, service: MedFMService):
         super().__init__("Adapt LiteMedSAM to this site's labels with PEFT (LoRA, DoRA, decoder-only or full)",
-                         service.settings.models_dir / "train_stats.json")
-        self.service = service
+                         service, "train_stats.json")
 
     def config(self):
         defaults = AdaptConfig().to_json()
@@ -32,34 +24,13 @@ class MedSAMAdapt(StatsTrainTask):
         defaults["preserve_weight"] = None
         return defaults
 
-    def __call__(self, request, datastore: Datastore):
-        cfg = AdaptConfig.from_request(request)
+    def parse(self, request: dict) -> AdaptConfig:
+        return AdaptConfig.from_request(request)
+
+    def describe(self, cfg: AdaptConfig) -> dict:
+        return {"method": cfg.method}
+
+    def run(self, cfg: AdaptConfig, datastore, base, on_epoch, log) -> dict:
         service = self.service
-        service.store.clean_stale_staging()  # a killed earlier run may have left one; it never became a version
-        stats = {"status": "RUNNING", "method": cfg.method, "history": [], "started": time.time(),
-                 "version": service.store.active(), "pid": os.getpid()}
-        self._write_stats(stats)
-
-        def on_epoch(row: dict) -> None:
-            stats["history"].append(row)
-            self._write_stats(stats)
-
-        def log(line: str) -> None:
-            print(line, flush=True)
-
-        try:
-            base = service.backend.build_model(service.settings.device)
-            summary = run_adaptation(service.backend, base, service.store, training_images(datastore, cfg.images), cfg,
-                                     service.settings.labels, service.settings.device, on_epoch, log=log,
-                                     precision=service.settings.precision)
-        except Exception as err:
-            self._write_stats({**stats, "status": "ERROR", "error": str(err)})
-            print(f"ERROR: {err}", file=sys.stderr, flush=True)
-            raise
-        decision = Registry(service).guard(summary["version"], heldout_images(datastore), cfg.regression_margin,
-                                           cfg.serving_floor)
-        summary["decision"] = decision
-        log(f"DECISION {summary['version']}: {decision['reason']}")
-        self._write_stats({**stats, "status": "DONE", "version": summary["version"], "summary": summary,
-                           "active": service.store.active()})
-        return summary
+        return run_adaptation(service.backend, base, service.store, training_images(datastore, cfg.images), cfg,
+                              service.settings, on_epoch, log=log)

@@ -1,4 +1,8 @@
-"""Training samples: labelled slices of a site's volumes, prepared once in the model's frame."""
+"""Training samples: labelled slices of a site's volumes, prepared once in the model's frame.
+
+The CT window is always the caller's (the server's `Settings.ct_window`), never a default here: a slice trained on
+is windowed exactly as the same slice is at inference.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import numpy as np
 import torch
 
 from ..backends import FMBackend, PreparedSlice
-from ..volume import CT_DEFAULT_WINDOW, load_label, load_volume
+from ..volume import load_label, load_volume
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,8 @@ class SliceSample:
 
 
 def build_samples(images: list[LabelledImage], backend: FMBackend, label_values: dict[str, int],
-                  slices_per_image: int, rng: np.random.Generator, negatives: bool,
-                  ct_window: tuple[float, float] = CT_DEFAULT_WINDOW) -> list[SliceSample]:
+                  slices_per_image: int, rng: np.random.Generator, negatives: bool, *,
+                  ct_window: tuple[float, float]) -> list[SliceSample]:
     """Up to `slices_per_image` labelled slices per image, evenly spread, plus a few empty ones for the auto head."""
     wanted = set(label_values.values())
     samples: list[SliceSample] = []
@@ -82,15 +86,16 @@ def box_from_mask(mask: torch.Tensor, jitter: float, rng: np.random.Generator | 
     return (float(x0), float(y0), float(x1), float(y1))
 
 
-def hold_apart(item: LabelledImage, label_values: dict[str, int], val_fraction: float, gap: int,
-               ct_window: tuple[float, float] = CT_DEFAULT_WINDOW) -> tuple[LabelledImage, LabelledImage, int] | None:
+def hold_apart(item: LabelledImage, label_values: dict[str, int], val_fraction: float,
+               gap: int) -> tuple[LabelledImage, LabelledImage, int] | None:
     """Split one labelled image into a training part and a validation part `gap` slices apart (fewer when the
     structure spans too few slices, never none): the evidence a single labelled image can give.
 
     The validation part is the top `val_fraction` of the labelled slices; None when no labelled slice would be
-    left to train on. Returns (train part, validation part, the gap used).
+    left to train on. Returns (train part, validation part, the gap used). Only the label and the image's geometry
+    are read here, never its pixels, so no window applies.
     """
-    volume = load_volume(item.image_path, ct_window=ct_window)
+    volume = load_volume(item.image_path)
     label = load_label(item.label_path, volume)
     wanted = list(label_values.values())
     positive = [k for k in range(volume.n_slices) if np.isin(np.take(label, k, axis=volume.slice_axis), wanted).any()]

@@ -20,13 +20,6 @@ from .peft_setup import encoder_is_frozen
 from .trainer import evaluate
 
 
-def label_tokens_of(manifest: dict) -> dict[int, int]:
-    """Label value -> prompt-free token of a version; empty for the base FM or a version without the head."""
-    if not manifest.get("auto_head"):
-        return {}
-    return {d["value"]: d["token"] for d in manifest.get("labels", {}).values()}
-
-
 def validation_evidence(backend: FMBackend, base_model: nn.Module, store: AdapterStore, model: nn.Module,
                         tokens: dict[int, int], val: list[SliceSample], cfg: AdaptConfig, device: str,
                         precision: str, source: str) -> dict | None:
@@ -34,7 +27,7 @@ def validation_evidence(backend: FMBackend, base_model: nn.Module, store: Adapte
     if not any(s.present for s in val):
         return None
     active = store.active()
-    active_tokens = label_tokens_of(store.manifest(active))
+    active_tokens = store.manifest(active).label_tokens()
     shared = {v: t for v, t in active_tokens.items() if v in tokens}
     dev = torch.device(device)
     active_model = store.apply(base_model, active).to(dev)

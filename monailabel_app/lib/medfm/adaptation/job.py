@@ -4,27 +4,27 @@ Validation is on data the version did not train on: other images when there are 
 image, its top labelled slices, kept `val_gap_slices` apart from every training slice. What the validation showed
 against the active version is stored in the manifest as `evidence`; whether the version goes live is the
 registry's decision (its guard), not the job's.
+
+The server's `Settings` say how images are read (the CT window), which labels exist, and the device and precision:
+training reads its slices exactly as inference, evaluation and scoring read theirs.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from .. import precision as precision_mod
-from ..adapter_archive import file_hashes
 from ..adapter_store import AdapterStore
 from ..backends import FMBackend
 from ..digest import sha256_file as label_sha256
 from ..errors import InputError
+from ..manifest import Manifest
+from ..settings import Settings
 from .config import AdaptConfig
 from .data import LabelledImage, build_samples, hold_apart
 from .evidence import validation_evidence
-from .peft_setup import save_adapter
+from .peft_setup import parent_lora, save_adapter
 from .trainer import adapt
 
 
@@ -50,12 +50,12 @@ def label_tokens(label_values: dict[str, int], wanted: list[str] | None, max_lab
 
 
 def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: list[LabelledImage],
-                   cfg: AdaptConfig, label_values: dict[str, int], device: str = "cpu",
-                   on_epoch: Callable[[dict], None] | None = None, should_stop=None, log=print,
-                   precision: str = "auto") -> dict:
+                   cfg: AdaptConfig, settings: Settings, on_epoch: Callable[[dict], None] | None = None,
+                   should_stop=None, log=print) -> dict:
     if not items:
         raise InputError("there are no labelled images to adapt on: submit at least one final label first")
-    labels = label_tokens(label_values, cfg.labels, backend.max_labels)
+    device, precision, window = settings.device, settings.precision, settings.ct_window
+    labels = label_tokens(settings.labels, cfg.labels, backend.max_labels)
     values = {n: d["value"] for n, d in labels.items()}
     train_items, val_items = split_by_image(items, cfg.val_fraction, cfg.seed)
     source, gap = "validation images", None
@@ -65,8 +65,9 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
             train_items, val_items, gap = [parts[0]], [parts[1]], parts[2]
             source = f"slices of {parts[0].image_id} held {gap} slice(s) apart from its training slices"
     rng = np.random.default_rng(cfg.seed)
-    train = build_samples(train_items, backend, values, cfg.slices_per_image, rng, negatives=cfg.auto_head)
-    val = build_samples(val_items, backend, values, cfg.slices_per_image, rng, negatives=False)
+    train = build_samples(train_items, backend, values, cfg.slices_per_image, rng, negatives=cfg.auto_head,
+                          ct_window=window)
+    val = build_samples(val_items, backend, values, cfg.slices_per_image, rng, negatives=False, ct_window=window)
     if not train:
         raise InputError(f"none of the training images has any of the labels {sorted(values)}")
     used = {s.image_id for s in train} | {s.image_id for s in val}
@@ -79,8 +80,6 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
     tokens = {d["value"]: d["token"] for d in labels.values()}
     start_from = None
     if cfg.parent:  # the hybrid: continue a (self-supervised) LoRA version with labels
-        from .pretrain import parent_lora
-
         start_from = parent_lora(store, base_model, cfg.parent)
     try:
         result = adapt(backend, base_model, train, val, cfg, tokens, device, on_epoch, should_stop, log, precision,
@@ -96,48 +95,35 @@ def run_adaptation(backend: FMBackend, base_model, store: AdapterStore, items: l
 
     staging = store.staging()
     try:
-        sizes = save_adapter(result.model, cfg, staging)
-        hashes = file_hashes(staging)
-        manifest = {
-            "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": cfg.method,
-            "config": cfg.to_json(), "labels": labels, "auto_head": cfg.auto_head,
-            "parent": cfg.parent or store.active(),
-            "train_images": [_provenance(i, train) for i in train_items],
-            "val_images": [_provenance(i, val) for i in val_items], "val_gap_slices": gap, "evidence": evidence,
-            "metrics": {"best": result.best, "base": result.base_val, "history": result.history},
-            "trainable_params": result.trainable_params, "total_params": result.total_params,
-            "trainable_fraction": round(result.trainable_params / result.total_params, 6),
-            "files": sizes, "files_sha256": hashes, "adapter_bytes": sum(sizes.values()),
-            "peak_memory_mb": result.peak_memory_mb,
-            "wall_s": result.wall_s, "stopped_early": result.stopped_early, "note": cfg.note,
-            **run_stamp(device, precision),
-        }
+        sizes = save_adapter(result.model, staging)
+        manifest = Manifest.of_version(
+            backend, staging, sizes, result.trainable_params, result.total_params, run=(device, precision),
+            method=cfg.method, config=cfg.to_json(), labels=labels, auto_head=cfg.auto_head,
+            parent=cfg.parent or store.active(),
+            train_images=[_provenance(i, train) for i in train_items],
+            val_images=[_provenance(i, val) for i in val_items], val_gap_slices=gap, evidence=evidence,
+            metrics={"best": result.best, "base": result.base_val, "history": result.history},
+            peak_memory_mb=result.peak_memory_mb, wall_s=result.wall_s, stopped_early=result.stopped_early,
+            note=cfg.note)
         version = store.commit(staging, manifest)
     except BaseException:
         store.discard(staging)
         raise
     summary = {
         "version": version, "method": cfg.method, "epochs": len(result.history),
-        "trainable_params": result.trainable_params, "trainable_fraction": manifest["trainable_fraction"],
-        "adapter_bytes": manifest["adapter_bytes"], "peak_memory_mb": result.peak_memory_mb,
+        "trainable_params": result.trainable_params, "trainable_fraction": manifest.trainable_fraction,
+        "adapter_bytes": manifest.adapter_bytes, "peak_memory_mb": result.peak_memory_mb,
         "best_val_dice": result.best.get("val_dice"),
         "best": result.best, "base_val": result.base_val, "wall_s": result.wall_s,
         "stopped_early": result.stopped_early, "train_images": [i.image_id for i in train_items],
         "val_images": [i.image_id for i in val_items], "evidence": evidence,
     }
     log(f"SUMMARY version={version} method={cfg.method} trainable={result.trainable_params} "
-        f"({100 * manifest['trainable_fraction']:.3f}%) adapter_bytes={manifest['adapter_bytes']} "
+        f"({100 * manifest.trainable_fraction:.3f}%) adapter_bytes={manifest.adapter_bytes} "
         f"peak_memory_mb={result.peak_memory_mb} epochs={len(result.history)} "
         f"best_val_dice={summary['best_val_dice']} base_val_dice_box={result.base_val.get('val_dice_box')} "
         f"wall_s={result.wall_s}")
     return summary
-
-
-def run_stamp(device: str, precision: str) -> dict:
-    """When and on what a version was trained: the `created` and `machine` fields of every manifest."""
-    return {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": {"device": device, "torch": torch.__version__, "host": platform.machine(),
-                        "precision": precision_mod.resolve(precision, device)}}
 
 
 def _provenance(item: LabelledImage, samples) -> dict:

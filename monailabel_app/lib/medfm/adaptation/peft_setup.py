@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..adapter_store import PEFT_WEIGHTS, STATE_WEIGHTS
+from ..adapter_store import PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS, AdapterStore
 from ..backends import FMBackend
+from ..errors import InputError
 from .config import AdaptConfig
+
+SSL_METHOD = "ssl-lora"  # self-supervised encoder LoRA (pretrain.py)
+LORA_METHODS = (SSL_METHOD, "lora", "dora")  # versions saved as peft LoRA: what a supervised child may continue
 
 
 def make_trainable(base_model: nn.Module, backend: FMBackend, cfg: AdaptConfig) -> nn.Module:
@@ -55,12 +61,15 @@ def trainable_state(model: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
 
 
-def save_adapter(model: nn.Module, cfg: AdaptConfig, folder: Path) -> dict[str, int]:
-    """Write the adapter files into `folder`; return each file's size in bytes."""
-    if cfg.method in ("lora", "dora"):
+def save_adapter(model: nn.Module, folder: Path) -> dict[str, int]:
+    """Write the adapter files into `folder`; return each file's size in bytes. A peft model (LoRA, DoRA, the
+    self-supervised encoder LoRA) saves its adapter; any other saves the tensors it trained."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
         model.save_pretrained(str(folder), safe_serialization=True)
         (folder / "README.md").unlink(missing_ok=True)  # peft's model-card template says nothing true about us
-        files = ["adapter_config.json", PEFT_WEIGHTS]
+        files = [PEFT_CONFIG, PEFT_WEIGHTS]
     else:
         save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, str(folder / STATE_WEIGHTS))
         files = [STATE_WEIGHTS]
@@ -72,3 +81,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for n, p in model.named_parameters()
                 if "modules_to_save" not in n and "lora_" not in n)  # count the FM once, not peft's copies
     return trainable, total
+
+
+def parent_lora(store: AdapterStore, base_model: nn.Module, version: str) -> dict[str, torch.Tensor]:
+    """A version's LoRA factors, named as a fresh peft model over the same FM names them: what a supervised
+    child starts from."""
+    from peft import PeftModel
+
+    method = store.manifest(store.check_id(version)).method
+    if method not in LORA_METHODS:
+        raise InputError(f"parent {version} is a {method!r} version; only LoRA versions "
+                         f"({', '.join(LORA_METHODS)}) can be continued")
+    model = PeftModel.from_pretrained(copy.deepcopy(base_model), str(store.path(version)), is_trainable=False)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if re.search(r"\.lora_[AB]\.", k)}

@@ -14,7 +14,6 @@ can start from (`parent`).
 from __future__ import annotations
 
 import copy
-import re
 import resource
 import time
 from collections.abc import Callable
@@ -27,19 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import precision as precision_mod
-from ..adapter_archive import file_hashes
 from ..adapter_store import AdapterStore
 from ..backends import FMBackend
 from ..digest import sha256_file
 from ..errors import InputError
-from ..volume import CT_DEFAULT_WINDOW, load_volume
+from ..manifest import Manifest
+from ..settings import Settings
+from ..volume import load_volume
 from .config import check_types, request_values
-from .job import run_stamp
-from .peft_setup import count_parameters
+from .peft_setup import SSL_METHOD, count_parameters, save_adapter
 from .trainer import StopRequested
 
 RECIPES = ("distill", "consistency")
-METHOD = "ssl-lora"
+METHOD = SSL_METHOD
 
 
 def _help(text: str, default=None):
@@ -106,9 +105,10 @@ class UnlabelledImage:
     image_path: str
 
 
-def sample_slices(images: list[UnlabelledImage], backend: FMBackend, per_image: int, rng: np.random.Generator,
-                  ct_window: tuple[float, float] = CT_DEFAULT_WINDOW) -> list[tuple[str, int, torch.Tensor]]:
-    """Up to `per_image` slices per image, evenly spread over the slices that hold more than background."""
+def sample_slices(images: list[UnlabelledImage], backend: FMBackend, per_image: int, rng: np.random.Generator, *,
+                  ct_window: tuple[float, float]) -> list[tuple[str, int, torch.Tensor]]:
+    """Up to `per_image` slices per image, evenly spread over the slices that hold more than background, windowed
+    with the server's CT window (as inference windows them)."""
     out = []
     for item in images:
         volume = load_volume(item.image_path, ct_window=ct_window)
@@ -156,8 +156,8 @@ class PretrainResult:
 
 
 def pretrain(backend: FMBackend, base_model: nn.Module, images: list[UnlabelledImage], cfg: PretrainConfig,
-             device: str = "cpu", on_epoch: Callable[[dict], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, log=print, precision: str = "auto") -> PretrainResult:
+             settings: Settings, on_epoch: Callable[[dict], None] | None = None,
+             should_stop: Callable[[], bool] | None = None, log=print) -> PretrainResult:
     from peft import LoraConfig, get_peft_model
 
     start = time.perf_counter()
@@ -168,9 +168,10 @@ def pretrain(backend: FMBackend, base_model: nn.Module, images: list[UnlabelledI
         raise InputError(f"the {backend.name} backend names no image-encoder modules to pretrain")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    dev = torch.device(device)
-    mode = precision_mod.resolve(precision, dev)
-    slices = sample_slices(images, backend, cfg.slices_per_image, np.random.default_rng(cfg.seed))
+    dev = torch.device(settings.device)
+    mode = precision_mod.resolve(settings.precision, dev)
+    slices = sample_slices(images, backend, cfg.slices_per_image, np.random.default_rng(cfg.seed),
+                           ct_window=settings.ct_window)
     student = get_peft_model(copy.deepcopy(base_model), LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,
                                                                    target_modules=regex)).to(dev)
     trainable, total = count_parameters(student)
@@ -227,53 +228,33 @@ def pretrain(backend: FMBackend, base_model: nn.Module, images: list[UnlabelledI
 
 
 def run_pretraining(backend: FMBackend, base_model: nn.Module, store: AdapterStore, images: list[UnlabelledImage],
-                    cfg: PretrainConfig, device: str = "cpu", on_epoch=None, should_stop=None, log=print,
-                    precision: str = "auto") -> dict:
+                    cfg: PretrainConfig, settings: Settings, on_epoch=None, should_stop=None, log=print) -> dict:
     """Pretrain, then save the encoder LoRA as a new (inactive) version with its provenance; the guard decides."""
-    result = pretrain(backend, base_model, images, cfg, device, on_epoch, should_stop, log, precision)
+    result = pretrain(backend, base_model, images, cfg, settings, on_epoch, should_stop, log)
     staging = store.staging()
     try:
-        result.model.save_pretrained(str(staging), safe_serialization=True)
-        (staging / "README.md").unlink(missing_ok=True)
-        files = ["adapter_config.json", "adapter_model.safetensors"]
-        sizes = {f: (staging / f).stat().st_size for f in files}
+        sizes = save_adapter(result.model, staging)
         used = {i for i, _ in result.slices}
-        manifest = {
-            "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": METHOD,
-            "config": cfg.to_json(), "labels": {}, "auto_head": False, "parent": None,
-            "train_images": [{"id": i.image_id, "image_sha256": sha256_file(i.image_path),
-                              "slices": sorted(k for j, k in result.slices if j == i.image_id)}
-                             for i in images if i.image_id in used],
-            "val_images": [], "evidence": None, "labelled": False,
-            "ssl": {"recipe": cfg.recipe, "steps": sum(1 for _ in range(0, len(result.slices), cfg.batch_size))
-                    * len(result.history), "loss_curve": [r["train_loss"] for r in result.history]},
-            "metrics": {"history": result.history},
-            "trainable_params": result.trainable_params, "total_params": result.total_params,
-            "trainable_fraction": round(result.trainable_params / result.total_params, 6),
-            "files": sizes, "files_sha256": file_hashes(staging), "adapter_bytes": sum(sizes.values()),
-            "wall_s": result.wall_s, "peak_memory_mb": result.peak_memory_mb,
-            "stopped_early": result.stopped_early, "note": cfg.note, **run_stamp(device, precision),
-        }
+        manifest = Manifest.of_version(
+            backend, staging, sizes, result.trainable_params, result.total_params,
+            run=(settings.device, settings.precision),
+            method=METHOD, config=cfg.to_json(), labels={}, auto_head=False, parent=None,
+            train_images=[{"id": i.image_id, "image_sha256": sha256_file(i.image_path),
+                           "slices": sorted(k for j, k in result.slices if j == i.image_id)}
+                          for i in images if i.image_id in used],
+            val_images=[], evidence=None, labelled=False,
+            ssl={"recipe": cfg.recipe, "steps": sum(1 for _ in range(0, len(result.slices), cfg.batch_size))
+                 * len(result.history), "loss_curve": [r["train_loss"] for r in result.history]},
+            metrics={"history": result.history}, wall_s=result.wall_s, peak_memory_mb=result.peak_memory_mb,
+            stopped_early=result.stopped_early, note=cfg.note)
         version = store.commit(staging, manifest)
     except BaseException:
         store.discard(staging)
         raise
     log(f"SUMMARY version={version} method={METHOD} recipe={cfg.recipe} trainable={result.trainable_params} "
-        f"adapter_bytes={manifest['adapter_bytes']} wall_s={result.wall_s} loss={manifest['ssl']['loss_curve']}")
+        f"adapter_bytes={manifest.adapter_bytes} wall_s={result.wall_s} loss={manifest.ssl['loss_curve']}")
     return {"version": version, "method": METHOD, "recipe": cfg.recipe, "epochs": len(result.history),
-            "history": result.history, "adapter_bytes": manifest["adapter_bytes"], "wall_s": result.wall_s,
+            "history": result.history, "adapter_bytes": manifest.adapter_bytes, "wall_s": result.wall_s,
             "peak_memory_mb": result.peak_memory_mb,
             "images": sorted(used), "stopped_early": result.stopped_early}
 
-
-def parent_lora(store: AdapterStore, base_model: nn.Module, version: str) -> dict[str, torch.Tensor]:
-    """A version's LoRA factors, named as a fresh peft model over the same FM names them: what a supervised
-    child starts from."""
-    from peft import PeftModel
-
-    manifest = store.manifest(store.check_id(version))
-    if manifest.get("method") not in (METHOD, "lora", "dora"):
-        raise InputError(f"parent {version} is a {manifest.get('method')!r} version; only LoRA versions "
-                         f"({METHOD}, lora, dora) can be continued")
-    model = PeftModel.from_pretrained(copy.deepcopy(base_model), str(store.path(version)), is_trainable=False)
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if re.search(r"\.lora_[AB]\.", k)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -21,6 +22,8 @@ def main() -> None:
     parser.add_argument("--labels", required=True, help="JSON file of the server labels, name -> value")
     parser.add_argument("--models", required=True, help="this site's models folder (its adapter registry)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ct-window", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="this site's CT window in HU (its server's --conf ct_window); default the server's")
     args = parser.parse_args()
 
     import nvflare.client as flare
@@ -38,15 +41,17 @@ def main() -> None:
     site_name = flare.get_site_name()
     cfg = FederatedConfig.load(args.config)
     labels = json.loads(Path(args.labels).read_text())
-    service = MedFMService(Settings(models_dir=Path(tempfile.mkdtemp()), device=args.device, labels=labels))
+    window = {"ct_window": tuple(args.ct_window)} if args.ct_window else {}
+    # One Settings for the site: its training reads images as its registry's guard (and its server) reads them.
+    settings = Settings(models_dir=Path(args.models), device=args.device, labels=labels, **window)
+    service = MedFMService(replace(settings, models_dir=Path(tempfile.mkdtemp())))
     site = SiteData.read(args.studies, site_name)
-    trainer = SiteTrainer(service.backend, service.segmenter.base, site, cfg, labels, args.device,
+    trainer = SiteTrainer(service.backend, service.segmenter.base, site, cfg, settings,
                           log=lambda line: print(f"[{site_name}] {line}", flush=True))
     while flare.is_running():
         received = flare.receive()
         if flare.is_evaluate():
-            registry = Registry(MedFMService(Settings(models_dir=Path(args.models), device=args.device,
-                                                      labels=labels)))
+            registry = Registry(MedFMService(settings))
             federation = {**(received.meta or {}).get("federation", {}), "method": cfg.method, "ffa": cfg.ffa,
                           "clip_norm": cfg.clip_norm, "noise_multiplier": cfg.noise_multiplier}
             outcome = receive_global_adapter(registry, trainer, received.params, federation, site.heldout)

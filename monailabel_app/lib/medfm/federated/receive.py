@@ -4,7 +4,6 @@ live only if the site's guard finds it at least as good as what is live on the s
 
 from __future__ import annotations
 
-import datetime as dt
 import tarfile
 import tempfile
 from pathlib import Path
@@ -12,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..adaptation.peft_setup import count_parameters, save_adapter
-from ..adapter_archive import file_hashes
+from ..adapter_store import MANIFEST
 from ..evaluation import HeldOutCase
 from ..files import write_json_atomic
+from ..manifest import Manifest
 from ..registry import Registry
 from .site import SiteTrainer
 
@@ -24,22 +24,17 @@ def adapter_archive(trainer: SiteTrainer, params: dict[str, np.ndarray], federat
     model = trainer.model_with(params)
     folder = Path(tempfile.mkdtemp(dir=out_dir)) / "federated"
     folder.mkdir()
-    sizes = save_adapter(model, trainer.adapt_cfg, folder)
+    sizes = save_adapter(model, folder)
     trainable, total = count_parameters(model)
-    backend = trainer.backend
+    cfg = trainer.adapt_cfg
     labels = {name: {"value": value, "token": trainer.tokens[value]}
               for name, value in trainer.label_values.items() if value in trainer.tokens}
-    manifest = {
-        "fm": backend.name, "fm_sha256": backend.weights_sha256(), "method": trainer.adapt_cfg.method,
-        "config": trainer.adapt_cfg.to_json(), "labels": labels, "auto_head": trainer.adapt_cfg.auto_head,
-        "train_images": [], "val_images": [], "evidence": None, "federation": federation,
-        "trainable_params": trainable, "total_params": total, "trainable_fraction": round(trainable / total, 6),
-        "files": sizes, "files_sha256": file_hashes(folder), "adapter_bytes": sum(sizes.values()),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "note": f"federation {federation.get('id')}: {federation.get('rounds')} round(s) over "
-                f"{len(federation.get('sites', {}))} site(s)",
-    }
-    write_json_atomic(folder / "manifest.json", manifest)
+    manifest = Manifest.of_version(
+        trainer.backend, folder, sizes, trainable, total, method=cfg.method, config=cfg.to_json(), labels=labels,
+        auto_head=cfg.auto_head, train_images=[], val_images=[], evidence=None, federation=federation,
+        note=f"federation {federation.get('id')}: {federation.get('rounds')} round(s) over "
+             f"{len(federation.get('sites', {}))} site(s)")
+    write_json_atomic(folder / MANIFEST, manifest.to_json())
     archive = folder.parent / "federated.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(folder.iterdir()):

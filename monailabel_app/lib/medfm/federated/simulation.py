@@ -35,6 +35,7 @@ class SiteSpec:
     name: str
     studies: Path
     models: Path
+    ct_window: tuple[float, float] | None = None  # the site's server's --conf ct_window; None: the default
 
 
 def build_job(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path, labels: dict[str, int],
@@ -63,7 +64,8 @@ def build_job(sites: list[SiteSpec], cfg: FederatedConfig, workspace: Path, labe
                          initial=str(workspace / "initial_adapter.safetensors")), "server")
     for spec in sites:
         args = (f"--studies {spec.studies} --models {spec.models} --config {config_path} --labels {labels_path} "
-                f"--device {device}")
+                f"--device {device}" + (f" --ct-window {spec.ct_window[0]} {spec.ct_window[1]}" if spec.ct_window
+                                        else ""))
         job.to(ScriptRunner(script=str(CLIENT_SCRIPT), script_args=args, framework=FrameworkType.NUMPY), spec.name)
         if cfg.clip_norm:
             job.to(ClipAndNoise(cfg.clip_norm, cfg.noise_multiplier), spec.name, filter_type=FilterType.TASK_RESULT,

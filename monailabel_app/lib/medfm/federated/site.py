@@ -2,7 +2,8 @@
 
 The folder is a MONAI Label local datastore (images, `labels/final/`, `datastore_v2.json`); it is read here without
 MONAI Label so the same code runs inside an NVFlare client. Held-out images (`held_out` in an image's info) are
-never trained on: they are where the site's guard judges the federation's adapter.
+never trained on: they are where the site's guard judges the federation's adapter (the server's own rule,
+split.py). The site reads its images with its server's `Settings` (CT window, labels, device, precision).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ..adaptation.trainer import adapt
 from ..backends import FMBackend
 from ..errors import InputError
 from ..evaluation import HeldOutCase
+from ..settings import Settings
+from ..split import HELD_OUT, split_ids
 from .config import FederatedConfig
 from .exchange import adapter_tensors, difference, load_tensors, update_norm
 
@@ -42,18 +45,16 @@ class SiteData:
             objects = json.loads((folder / DATASTORE_FILE).read_text())["objects"]
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"{folder} is not a MONAI Label datastore folder ({DATASTORE_FILE}): {err}") from err
-        train, heldout = [], []
-        for image_id, obj in sorted(objects.items()):
-            final = obj.get("labels", {}).get("final")
-            if not final:
-                continue
-            image = folder / f"{image_id}{obj['image']['ext']}"
-            label = folder / "labels" / "final" / f"{image_id}{final['ext']}"
-            if obj["image"].get("info", {}).get("held_out"):
-                heldout.append(HeldOutCase(image_id, str(image), str(label)))
-            else:
-                train.append(LabelledImage(image_id, str(image), str(label)))
-        return cls(name or folder.name, train, heldout)
+        labelled = {i: obj for i, obj in objects.items() if obj.get("labels", {}).get("final")}
+
+        def paths(image_id: str) -> tuple[str, str]:
+            obj = labelled[image_id]
+            return (str(folder / f"{image_id}{obj['image']['ext']}"),
+                    str(folder / "labels" / "final" / f"{image_id}{obj['labels']['final']['ext']}"))
+
+        train, heldout = split_ids((i, obj["image"].get("info")) for i, obj in labelled.items())
+        return cls(name or folder.name, [LabelledImage(i, *paths(i)) for i in train],
+                   [HeldOutCase(i, *paths(i)) for i in heldout])
 
 
 def initial_adapter(backend: FMBackend, base_model: nn.Module, cfg: FederatedConfig) -> dict[str, np.ndarray]:
@@ -64,20 +65,21 @@ def initial_adapter(backend: FMBackend, base_model: nn.Module, cfg: FederatedCon
 
 class SiteTrainer:
     def __init__(self, backend: FMBackend, base_model: nn.Module, site: SiteData, cfg: FederatedConfig,
-                 label_values: dict[str, int], device: str = "cpu", log=print):
+                 settings: Settings, log=print):
         if not site.train:
             raise InputError(f"site {site.name} has no labelled image to train on (held-out images never train)")
         self.backend, self.base_model, self.site, self.cfg = backend, base_model, site, cfg
-        self.device, self.log = device, log
+        self.settings, self.log = settings, log
         self.adapt_cfg = cfg.adapt_config()
-        labels = label_tokens(label_values, cfg.labels, backend.max_labels)
+        labels = label_tokens(settings.labels, cfg.labels, backend.max_labels)
         self.label_values = {n: d["value"] for n, d in labels.items()}
         self.tokens = {d["value"]: d["token"] for d in labels.values()}
-        values = {n: d["value"] for n, d in labels.items()}
-        self.samples = build_samples(site.train, backend, values, cfg.slices_per_image,
-                                     np.random.default_rng(cfg.seed), negatives=cfg.auto_head)
+        self.samples = build_samples(site.train, backend, self.label_values, cfg.slices_per_image,
+                                     np.random.default_rng(cfg.seed), negatives=cfg.auto_head,
+                                     ct_window=settings.ct_window)
         if not self.samples:
-            raise InputError(f"none of site {site.name}'s training images has any of the labels {sorted(values)}")
+            raise InputError(f"none of site {site.name}'s training images has any of the labels "
+                             f"{sorted(self.label_values)}")
 
     @property
     def n_slices(self) -> int:
@@ -88,8 +90,8 @@ class SiteTrainer:
         """Train locally from the global adapter; return the change of the trained tensors and what the round
         measured. Clipping and noise are NVFlare's business (privacy.ClipAndNoise, a task-result filter)."""
         start = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in global_params.items()}
-        result = adapt(self.backend, self.base_model, self.samples, [], self.adapt_cfg, self.tokens, self.device,
-                       log=self.log, start_from=start)
+        result = adapt(self.backend, self.base_model, self.samples, [], self.adapt_cfg, self.tokens,
+                       self.settings.device, log=self.log, precision=self.settings.precision, start_from=start)
         trained = adapter_tensors(result.model, trainable_only=True)
         update = difference(trained, {k: np.asarray(global_params[k], dtype=np.float32) for k in trained})
         losses = [row["train_loss"] for row in result.history if row.get("train_loss") is not None]
@@ -114,7 +116,7 @@ def write_site_folder(folder: str | Path, train: dict[str, tuple[str, str]], hel
                                           [(i, p, True) for i, p in heldout.items()]:
         shutil.copy(image, folder / f"{image_id}.nii.gz")
         shutil.copy(label, folder / "labels" / "final" / f"{image_id}.nii.gz")
-        info = {"name": f"{image_id}.nii.gz", "source": source, **({"held_out": True} if held else {})}
+        info = {"name": f"{image_id}.nii.gz", "source": source, **({HELD_OUT: True} if held else {})}
         objects[image_id] = {"image": {"ext": ".nii.gz", "info": info},
                              "labels": {"final": {"ext": ".nii.gz", "info": {"name": f"{image_id}.nii.gz"}}}}
     (folder / DATASTORE_FILE).write_text(json.dumps({"name": folder.name, "description": source, "images_dir": ".",
