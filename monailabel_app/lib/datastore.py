@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import HTTPException
@@ -35,7 +36,8 @@ def check_safe_id(value: str, what: str) -> str:
     return value
 
 
-def _split(datastore: Datastore, image_ids, only: list[str] | None = None) -> tuple[list[str], list[str]]:
+def _split(datastore: Datastore, image_ids: Iterable[str],
+           only: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(training ids, held-out ids) of `image_ids` by the core's one rule (lib/medfm/split.py)."""
     return split_ids(((i, datastore.get_image_info(i)) for i in image_ids), only)
 

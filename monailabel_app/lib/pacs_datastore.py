@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 from lib.datastore import SAFE_ID, ValidatingDatastore, check_safe_id
 from lib.http_errors import plain_errors
 from lib.medfm.dicom_seg import label_to_seg, seg_to_label, series_to_volume
+from lib.medfm.split import HELD_OUT
 from lib.medfm.volume import read_image
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class PACSDatastore(ValidatingDatastore):
             info = {key: str(series.get(key, "")) for key in ("StudyInstanceUID", "PatientID", "Modality",
                                                               "SeriesDescription", "SeriesNumber")}
             held = self._datastore.objects.get(image_id)
-            info.update({k: v for k, v in (held.image.info if held else {}).items() if k == "held_out"})
+            info.update({k: v for k, v in (held.image.info if held else {}).items() if k == HELD_OUT})
             super(ValidatingDatastore, self).add_image(image_id, str(nifti), {**info, "source": self._url})
 
     def _sources(self, image_id: str) -> list[Dataset]:

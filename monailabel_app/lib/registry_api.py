@@ -23,6 +23,7 @@ from lib.datastore import check_safe_id, heldout_images
 from lib.http_errors import plain_errors
 from lib.medfm.active.annotation_log import AnnotationLog
 from lib.medfm.registry import Registry
+from lib.medfm.split import HELD_OUT
 
 
 class HeldOutRequest(BaseModel):
@@ -93,7 +94,7 @@ def build_router(registry: Registry, datastore: Datastore) -> APIRouter:
             if image_id not in datastore.get_labeled_images(final):
                 raise HTTPException(status_code=404, detail=f"image '{image_id}' has no final label in the datastore")
         for image_id in request.images:
-            datastore.update_image_info(image_id, {"held_out": request.held_out})
+            datastore.update_image_info(image_id, {HELD_OUT: request.held_out})
         return {"held_out": [c.image_id for c in heldout_images(datastore)]}
 
     @router.get("/heldout", summary="The held-out images")
