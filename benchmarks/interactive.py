@@ -218,7 +218,7 @@ def to_markdown(size_name: str, size: dict, rows: list[dict], summary: dict, che
         "centre (the challenge's click on an empty prediction).", ""]
     for group in summary:
         rs = [r for r in rows if r["group"] == group and "error" not in r]
-        lines += [f"### {group} ({rs[0]['labels']} labels)", ""]
+        lines += [f"### {group} (labels: {rs[0]['labels']})", ""]
         table = [{"structure": f"{r['case']}:{r['structure']}", "box": r["dice_box"],
                   **{f"c{i + 1}": d for i, d in enumerate(r["dice_per_click"])}, "final": r["final_dsc"],
                   "DSC_AUC": r["dsc_auc"], "AUC+box": r["dsc_auc_with_box"], "NSD box": r["nsd_box"],
@@ -235,13 +235,14 @@ def to_markdown(size_name: str, size: dict, rows: list[dict], summary: dict, che
         lines += [common.markdown_table(table, list(table[0])), ""]
         per_click = [{"step": "box" if i == 0 else f"click {i}", "mean Dice": d,
                       "change": None if i == 0 else s["mean_drop_per_click"][i - 1],
-                      "cases down > 0.05": ", ".join(f"{f['case']} {f['from']:.2f}->{f['to']:.2f}"
+                      "cases down > 0.05": ", ".join(f"{f['case']}:{f['structure']} {f['from']:.2f}->{f['to']:.2f}"
                                                      for f in s["flags"] if f["click"] == i) or "-"}
                      for i, d in enumerate(s["mean_dice_per_step"])]
         lines += [common.markdown_table(per_click, list(per_click[0])), ""]
         if s["clicks_only_flags"]:
             lines += ["Clicks only, clicks that lowered a case by > 0.05: " + "; ".join(
-                f"{f['case']} click {f['click']} {f['from']:.2f}->{f['to']:.2f}" for f in s["clicks_only_flags"]) + ".",
+                f"{f['case']}:{f['structure']} click {f['click']} {f['from']:.2f}->{f['to']:.2f}"
+                for f in s["clicks_only_flags"]) + ".",
                 ""]
         lines += [f"NoC@90 reached in {s['reached90']} of {s['structures']} (box + {n} clicks), "
                   f"{s['clicks_only_reached90']} of {s['structures']} (clicks only); all {n}-click sessions' clicks "
