@@ -348,7 +348,7 @@ def main() -> None:
         settings = Settings(models_dir=args.models or work / "models", device=dev, embedding_cache_mb=1024,
                             batch_size=default_batch_size(dev))
         service = MedFMService(settings)  # one per run, as one server
-        version = args.adapter or service.store.resolve(None)
+        version = service.store.resolve(args.adapter)  # an unknown version stops here, before any case runs
         rows = []
         for case in cases:
             try:
