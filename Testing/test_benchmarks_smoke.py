@@ -64,3 +64,34 @@ def test_site_benchmark_smoke_run_writes_json_table_and_plot(sample_datastore, t
     assert {t["target"] for t in data["targets"]} >= {"box Dice >= zero-shot - 0.01", "NoC@90 adapted <= base"}
     markdown = written[".md"].read_text()
     assert markdown.startswith("Measured ") and "| --- |" in markdown and "simulated" in markdown
+
+
+def test_interactive_benchmark_smoke_run_scores_box_and_clicks(sample_datastore, tmp_path):
+    """benchmarks/interactive.py at its smoke size (issue 24): box then 2 challenge clicks and a clicks-only start
+    through the product; the JSON holds every per-structure column, Dice in [0, 1], and DSC_AUC is the trapezoid
+    over the Dice after the clicks (the box excluded, as CVPR25_iter_eval.py computes it)."""
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "interactive.py"), "--smoke", "--studies",
+                          str(sample_datastore), "--results", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    written = {p.suffix: p for p in tmp_path.iterdir()}
+    assert set(written) == {".json", ".md", ".png"} and all(p.stat().st_size > 0 for p in written.values())
+    data = json.loads(written[".json"].read_text())
+    assert data["size"] == "smoke" and data["machine"]["torch"] and data["version"] == "base"
+    (row,) = data["structures"]
+    assert "error" not in row, row
+    dices = [row["dice_box"], *row["dice_per_click"]]
+    assert len(dices) == 3 and all(0 <= d <= 1 for d in dices) and row["final_dsc"] == dices[-1]
+    assert row["dsc_auc"] == pytest.approx((dices[1] + dices[2]) / 2, abs=1e-3)
+    assert row["dsc_auc_with_box"] == pytest.approx((dices[0] + 2 * dices[1] + dices[2]) / 2, abs=1e-3)
+    assert 0 <= row["nsd_box"] <= 1 and 0 <= row["nsd_final"] <= 1
+    assert 0 <= row["noc90"] <= 3 and row["s_p50"] > 0 and row["s_max"] >= row["s_p50"]
+    assert row["drops"] == pytest.approx([b - a for a, b in zip(dices, dices[1:], strict=False)], abs=1e-3)
+    assert len(row["steps"]) == 3 and row["steps"][0]["click"] is None
+    assert all(s["click"] is not None for s in row["steps"][1:])
+    only = row["clicks_only"]["dice_per_click"]
+    assert len(only) == 2 and all(0 <= d <= 1 for d in only)
+    summary = data["summary"]["smoke"]
+    assert summary["structures"] == 1 and summary["mean_dice_per_step"] == pytest.approx(dices, abs=1e-3)
+    markdown = written[".md"].read_text()
+    assert markdown.startswith("Measured ") and "| --- |" in markdown and "DSC_AUC" in markdown
