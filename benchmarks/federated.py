@@ -82,10 +82,8 @@ def baseline(name: str, specs: list[SiteSpec], train_sites: list[SiteData], cfg:
              work: Path, log) -> dict:
     """Train one adapter on `train_sites`' images (one site: local-only; all: pooled) for as many epochs as the
     federation ran, and receive it at every site; returns each site's guard numbers."""
-    import dataclasses
-
     epochs = cfg.rounds * cfg.local_epochs
-    long_cfg = dataclasses.replace(cfg, rounds=1, local_epochs=epochs)
+    long_cfg = cfg.replace(rounds=1, local_epochs=epochs)
     service = MedFMService(Settings(models_dir=work / f"{name}-server", device=dev, labels=LABELS))
     pooled = SiteData(name, [img for s in train_sites for img in s.train], [])
     trainer = SiteTrainer(service.backend, service.segmenter.base, pooled, long_cfg, service.settings,

@@ -8,6 +8,7 @@ import tempfile
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.http_errors import plain_errors
+from lib.medfm.prompts import InferOptions
 from lib.medfm.segmenter import SegmentationResult
 from lib.medfm.service import MedFMService
 from lib.medfm.volume import Volume, write_label
@@ -22,7 +23,7 @@ class MedSAMInferTask(InferTask):
 
     def __init__(self, service: MedFMService, labels: dict[str, int]):
         super().__init__(type=self.infer_type, labels=labels, dimension=3, description=self.summary,
-                         config={"adapter": "", "modality": ""})
+                         config=InferOptions.info_options(("adapter", "modality"), empty=""))
         self.service = service
 
     def info(self) -> dict:

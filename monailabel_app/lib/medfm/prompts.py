@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ConfigDict, Field
 
 from .errors import InputError
+from .options import Options
 from .volume import Volume
 
 
@@ -26,38 +28,22 @@ class VolumePrompts:
     clicks: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)  # slice -> [(x, y, 1|0)]
 
 
-@dataclass(frozen=True)
-class InferOptions:
+class InferOptions(Options):
     """A request's fields other than its prompts, typed once for both modes."""
 
-    adapter: str | None = None  # None = the active version
-    modality: str | None = None  # None = guessed from the intensities
-    max_propagation: int = 32  # slices a click is followed each way; 0 = the clicked slice alone
-    uncertainty: bool = False
-    labels: tuple[str, ...] | None = None  # automatic mode: these label names only
+    model_config = ConfigDict(frozen=True)
+    what = "bad inference parameter"
+
+    adapter: str | None = Field(None, description="'base' or a version id; empty = the active version")
+    modality: str | None = Field(None, description="CT, MR, ...; empty = guessed from the intensities")
+    max_propagation: int = Field(32, ge=0, le=1024, json_schema_extra={"unit": "slices"},
+                                 description="slices a click is followed each way; 0 = the clicked slice alone")
+    uncertainty: bool = Field(False, description="also write a voxel-wise uncertainty map")
+    labels: tuple[str, ...] | None = Field(None, description="automatic mode: these label names only")
 
     @classmethod
-    def from_params(cls, params: dict, most_propagation: int = 1024) -> InferOptions:
-        labels = params.get("labels")
-        if labels is not None and not isinstance(labels, list | tuple):
-            raise InputError("'labels' must be a list of label names")
-        propagation = params.get("max_propagation", cls.max_propagation)
-        if (isinstance(propagation, bool) or not str(propagation).strip().isdigit()
-                or int(propagation) > most_propagation):
-            raise InputError(f"'max_propagation' must be a whole number of slices from 0 to {most_propagation}, "
-                             f"got {propagation!r}")
-        return cls(adapter=params.get("adapter") or None, modality=params.get("modality") or None,
-                   max_propagation=int(propagation), uncertainty=_flag(params, "uncertainty"),
-                   labels=tuple(labels) if labels is not None else None)
-
-
-def _flag(params: dict, name: str) -> bool:
-    value = params.get(name, False)
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", ""):
-            raise InputError(f"'{name}' must be true or false, got {value!r}")
-        return value.lower() in ("true", "1")
-    return bool(value)
+    def from_params(cls, params: dict) -> InferOptions:
+        return cls.from_request(params)
 
 
 def _int_list(value, name: str, length: int | None = None) -> list[int]:

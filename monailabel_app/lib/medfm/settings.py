@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ConfigDict, Field, model_validator
+
 from . import precision as precision_mod
-from .errors import InputError
+from .options import Options
 from .volume import CT_DEFAULT_WINDOW
 
 # The site's labels: name -> voxel value in label maps. The sample datastore uses these; a site overrides them
@@ -21,49 +21,48 @@ def default_batch_size(device: str) -> int:
     return 4 if str(device).startswith("cuda") else 1
 
 
-@dataclass
-class Settings:
-    models_dir: Path
-    device: str = "cpu"
-    labels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LABELS))
-    embedding_cache_mb: int = 2048
-    embedding_cache_dir: Path | None = None
-    ct_window: tuple[float, float] = CT_DEFAULT_WINDOW
-    batch_size: int = 1  # slices per encoder pass; from_conf picks default_batch_size(device) unless given
-    scoring_slices: int = 8
-    fm: str = "litemedsam"
-    precision: str = "auto"  # bf16 where the device runs it natively (CUDA, AVX-512-BF16/AMX CPUs), else fp32
+class Settings(Options):
+    """What the server runs with; `from_conf` reads MONAI Label's `--conf key value` strings into it."""
+
+    model_config = ConfigDict(strict=False)  # built in code too (benchmarks, federation), from paths and lists
+    what = "bad server setting"
+
+    models_dir: Path = Field(description="folder of the adapter versions, training stats and results; default the "
+                             "app's model/ folder")
+    device: str = Field("cpu", description="torch device; `auto` = cuda when there is one, else cpu")
+    labels: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_LABELS), description="the site's labels",
+                                   json_schema_extra={"kind": "a JSON object of label names to voxel values 1..255"})
+    embedding_cache_mb: int = Field(2048, ge=0, description="memory for cached encoder outputs, in MB")
+    embedding_cache_dir: Path | None = Field(None, description="folder that keeps cached encoder outputs across "
+                                             "restarts; empty = memory only")
+    ct_window: tuple[float, float] = Field(CT_DEFAULT_WINDOW, json_schema_extra={"kind": "two numbers, low,high"},
+                                           description="CT intensity window (HU) every CT slice is clipped to "
+                                           "before the FM sees it")
+    batch_size: int = Field(1, ge=1, description="slices per encoder pass; empty = 4 on a GPU, 1 on a CPU")
+    scoring_slices: int = Field(8, ge=1, description="slices per image the active-learning scores look at")
+    fm: str = Field("litemedsam", description="the foundation model backend")
+    # bf16 where the device runs it natively (CUDA, AVX-512-BF16/AMX CPUs), else fp32
+    precision: str = Field("auto", description="auto, bf16 or fp32")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.labels or any(v < 1 or v > 255 for v in self.labels.values()):
+            raise ValueError("labels must map names to voxel values 1..255")
+        if not self.ct_window[0] < self.ct_window[1]:
+            raise ValueError(f"ct_window must be low,high with low below high, got {self.ct_window}")
+        return self
 
     @classmethod
     def from_conf(cls, conf: dict[str, str], app_dir: str | Path) -> Settings:
-        def get(key, default=None):
-            value = conf.get(key)
-            return default if value in (None, "") else value
-
-        device = get("device", "auto")
+        values = cls.request_values(conf)
+        device = values.get("device", "auto")
         if device == "auto":
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            lo, hi = (float(v) for v in str(get("ct_window", f"{CT_DEFAULT_WINDOW[0]},{CT_DEFAULT_WINDOW[1]}"))
-                      .split(","))
-            labels = json.loads(get("labels", json.dumps(DEFAULT_LABELS)))
-            settings = cls(
-                models_dir=Path(get("models_dir", Path(app_dir) / "model")).resolve(),
-                device=device,
-                labels={str(k): int(v) for k, v in labels.items()},
-                embedding_cache_mb=int(get("embedding_cache_mb", 2048)),
-                embedding_cache_dir=Path(get("embedding_cache_dir")) if get("embedding_cache_dir") else None,
-                ct_window=(lo, hi),
-                batch_size=int(get("batch_size", default_batch_size(device))),
-                scoring_slices=int(get("scoring_slices", 8)),
-                fm=str(get("fm", "litemedsam")),
-                precision=str(get("precision", "auto")),
-            )
-        except (ValueError, TypeError, AttributeError) as err:
-            raise InputError(f"bad server setting: {err}") from err
+        values["device"] = device
+        values["models_dir"] = Path(values.get("models_dir", Path(app_dir) / "model")).resolve()
+        values.setdefault("batch_size", default_batch_size(device))
+        settings = cls(**values)
         precision_mod.resolve(settings.precision, settings.device)  # a bad value stops the server, in plain words
-        if not settings.labels or any(v < 1 or v > 255 for v in settings.labels.values()):
-            raise InputError("labels must map names to voxel values 1..255")
         return settings

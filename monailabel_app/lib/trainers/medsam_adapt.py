@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lib.datastore import training_images
-from lib.medfm.adaptation import METHODS, AdaptConfig
+from lib.medfm.adaptation import AdaptConfig
 from lib.medfm.adaptation.job import run_adaptation
 from lib.medfm.service import MedFMService
 from lib.trainers.guarded_task import GuardedTrainTask
@@ -15,14 +15,10 @@ class MedSAMAdapt(GuardedTrainTask):
                          service, "train_stats.json")
 
     def config(self):
-        defaults = AdaptConfig().to_json()
-        # A list option is a drop-down in MONAI Label's Slicer plugin, preselecting its first entry: the default.
-        defaults["method"] = [defaults["method"], *(m for m in METHODS if m != defaults["method"])]
-        # None = the method's own default (AdaptConfig.DEFAULT_LR, DEFAULT_PRESERVE): a client that sends these
-        # options back (the stock Slicer plugin does) with another method must not pin the first method's values.
-        defaults["lr"] = None
-        defaults["preserve_weight"] = None
-        return defaults
+        # The defaults, lists with the default first; lr and preserve_weight empty (the method's own default): a
+        # client that sends these options back (the stock Slicer plugin does) with another method must not pin the
+        # first method's values.
+        return AdaptConfig.info_options()
 
     def parse(self, request: dict) -> AdaptConfig:
         return AdaptConfig.from_request(request)

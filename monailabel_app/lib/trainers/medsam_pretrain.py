@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lib.datastore import unlabelled_pool
-from lib.medfm.adaptation.pretrain import METHOD, RECIPES, PretrainConfig, run_pretraining
+from lib.medfm.adaptation.pretrain import METHOD, PretrainConfig, run_pretraining
 from lib.medfm.service import MedFMService
 from lib.trainers.guarded_task import GuardedTrainTask
 
@@ -15,10 +15,7 @@ class MedSAMPretrain(GuardedTrainTask):
                          service, "pretrain_stats.json")
 
     def config(self):
-        defaults = PretrainConfig().to_json()
-        # The default first: MONAI Label's Slicer plugin preselects a list option's first entry.
-        defaults["recipe"] = [defaults["recipe"], *(r for r in RECIPES if r != defaults["recipe"])]
-        return defaults
+        return PretrainConfig.info_options()  # the recipes as a list, the default first
 
     def parse(self, request: dict) -> PretrainConfig:
         return PretrainConfig.from_request(request)

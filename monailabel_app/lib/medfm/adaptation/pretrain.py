@@ -17,12 +17,13 @@ import copy
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from typing import get_type_hints
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from .. import precision as precision_mod
@@ -31,9 +32,9 @@ from ..backends import FMBackend
 from ..digest import sha256_file
 from ..errors import InputError
 from ..manifest import Manifest
+from ..options import Options
 from ..settings import Settings
 from ..volume import load_volume
-from .config import check_types, request_values
 from .peft_setup import SSL_METHOD, count_parameters, save_adapter
 from .trainer import StopRequested
 
@@ -41,62 +42,31 @@ RECIPES = ("distill", "consistency")
 METHOD = SSL_METHOD
 
 
-def _help(text: str, default=None):
-    return field(default=default, metadata={"help": text})
+class PretrainConfig(Options):
+    what = "bad pretraining parameter"
 
-
-@dataclass
-class PretrainConfig:
     # `consistency` by default, from benchmarks/results/pretraining-cpu-*: LoRA at K=1 from it gained +0.034 mean
     # Dice over LoRA alone (distill +0.024), box Dice not lower (+0.007), 3 seeds, MNI152 slabs under a simulated
     # scanner; at K=2 neither recipe helped (-0.014, -0.007).
-    recipe: str = _help(f"self-supervised recipe: one of {', '.join(RECIPES)}", "consistency")
-    rank: int = _help("LoRA rank on the image encoder, 1-256 (a supervised child must use the same)", 8)
-    alpha: int = _help("LoRA scaling numerator, 1-4096", 16)
-    lr: float = _help("learning rate in (0, 1]", 2e-4)
-    max_epochs: int = _help("passes over the sampled slices, 1-10000", 5)
-    max_seconds: float = _help("wall-clock budget in seconds", 1800.0)
-    slices_per_image: int = _help("slices sampled per image, evenly spread over the scanned body, 1-4096", 8)
-    batch_size: int = _help("slices per optimiser step, 1-1024", 4)
-    mask_ratio: float = _help("share of 16x16 patches blanked in the student's view, in [0, 0.9]", 0.4)
-    noise: float = _help("std of the Gaussian noise in the student's view, as a share of the slice's std, [0, 1]",
-                         0.1)
-    anchor_weight: float = _help("consistency recipe: weight of the frozen base encoder's anchor, in [0, 100]", 1.0)
-    seed: int = _help("seed of the slice draw and the perturbations", 0)
-    images: list[str] | None = _help("pretrain on these image ids only; empty = every image that is not held out",
-                                     None)
-    note: str = _help("free text kept in the version's manifest", "")
-
-    def __post_init__(self) -> None:
-        check_types(self, _TYPES)
-
-        def bad(msg: str):
-            raise InputError(f"bad pretraining parameter: {msg}")
-
-        if self.recipe not in RECIPES:
-            bad(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        for name, lo, hi in (("rank", 1, 256), ("alpha", 1, 4096), ("max_epochs", 1, 10000),
-                             ("slices_per_image", 1, 4096), ("batch_size", 1, 1024)):
-            if not lo <= getattr(self, name) <= hi:
-                bad(f"{name} must be between {lo} and {hi}, got {getattr(self, name)}")
-        if not 0 < self.lr <= 1 or self.max_seconds <= 0:
-            bad(f"lr must be in (0, 1] and max_seconds positive, got {self.lr} and {self.max_seconds}")
-        if not 0 <= self.mask_ratio <= 0.9 or not 0 <= self.noise <= 1 or not 0 <= self.anchor_weight <= 100:
-            bad("mask_ratio must be in [0, 0.9], noise in [0, 1] and anchor_weight in [0, 100]")
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_request(cls, request: dict) -> PretrainConfig:
-        return cls(**request_values(cls, request, _TYPES))
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata["help"] for f in fields(cls)}
-
-
-_TYPES = get_type_hints(PretrainConfig)
+    recipe: Literal[RECIPES] = Field("consistency", description="self-supervised recipe")
+    rank: int = Field(8, ge=1, le=256, description="LoRA rank on the image encoder (a supervised child must use the "
+                      "same)")
+    alpha: int = Field(16, ge=1, le=4096, description="LoRA scaling numerator")
+    lr: float = Field(2e-4, gt=0, le=1, description="learning rate")
+    max_epochs: int = Field(5, ge=1, le=10000, description="passes over the sampled slices")
+    max_seconds: float = Field(1800.0, gt=0, description="wall-clock budget in seconds")
+    slices_per_image: int = Field(8, ge=1, le=4096, description="slices sampled per image, evenly spread over the "
+                                  "scanned body")
+    batch_size: int = Field(4, ge=1, le=1024, description="slices per optimiser step")
+    mask_ratio: float = Field(0.4, ge=0, le=0.9, description="share of 16x16 patches blanked in the student's view")
+    noise: float = Field(0.1, ge=0, le=1, description="std of the Gaussian noise in the student's view, as a share "
+                         "of the slice's std")
+    anchor_weight: float = Field(1.0, ge=0, le=100, description="consistency recipe: weight of the frozen base "
+                                 "encoder's anchor")
+    seed: int = Field(0, description="seed of the slice draw and the perturbations")
+    images: list[str] | None = Field(None, description="pretrain on these image ids only; empty = every image that "
+                                     "is not held out")
+    note: str = Field("", description="free text kept in the version's manifest")
 
 
 @dataclass(frozen=True)

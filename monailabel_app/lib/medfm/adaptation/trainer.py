@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def adapt(backend: FMBackend, base_model: nn.Module, train: list[SliceSample], v
     dev = torch.device(device)
     mode = precision_mod.resolve(precision, dev)
     if cfg.gradient_checkpointing is None:
-        cfg = replace(cfg, gradient_checkpointing=dev.type == "cuda")
+        cfg = cfg.replace(gradient_checkpointing=dev.type == "cuda")
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     model = make_trainable(base_model, backend, cfg).to(dev)
