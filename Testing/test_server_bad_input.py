@@ -127,6 +127,7 @@ def test_unknown_trainer(client, unchanged):
     ("PUT", "/datastore/label/info?label=nope&tag=final", {"data": {"info": "[]"}}, 400, "JSON object"),
     ("POST", "/infer/medsam_interactive", {"data": {"params": "{}"}}, 400, "name an image"),
     ("POST", "/infer/medsam_interactive?image=breast1", {"data": {"params": "{bad"}}, 400, "JSON object"),
+    ("GET", "/logs/?html=false&lines=575530497531534589091119104", {}, 400, "lines must be at most"),
 ])
 def test_monai_label_routes_that_answered_500_answer_in_words(server, unchanged, method, path, kwargs, status, words):
     """What the API fuzzer found (MONAI Label 0.8.5 answered these with a 500); test_fuzz_api.py runs the fuzzer."""
@@ -134,3 +135,11 @@ def test_monai_label_routes_that_answered_500_answer_in_words(server, unchanged,
 
     reply = requests.request(method, server.url + path, timeout=120, **kwargs)
     assert reply.status_code == status and words in reply.json()["detail"], reply.text
+
+
+def test_logs_in_range_still_answer(server):
+    import requests
+
+    reply = requests.get(server.url + "/logs/?html=false&lines=3", timeout=60)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
+    assert 0 < len(reply.text.splitlines()) <= 3

@@ -54,6 +54,20 @@ def json_field(value: str, name: str) -> dict:
     return parsed
 
 
+# The most log lines one GET /logs/ returns: a larger `lines` overflowed MONAI Label's log reader (a 500).
+MOST_LOG_LINES = 1_000_000
+
+
+async def get_logs(lines: int | None = 300, html: bool | None = True, text: bool | None = False,
+                   refresh: int | None = 0, user: User = ADMIN):
+    if lines is None:
+        lines = 300  # MONAI Label's default; it compared None with 0 (a 500)
+    if lines > MOST_LOG_LINES:
+        raise HTTPException(status_code=400, detail=f"lines must be at most {MOST_LOG_LINES} (0 or less = the "
+                                                    f"whole log), got {lines}")
+    return await ml_logs.api_get_logs(lines, html, text, refresh, user)
+
+
 async def gpu_info(user: User = ADMIN):
     if shutil.which("nvidia-smi") is None:
         raise HTTPException(status_code=404, detail="this server has no NVIDIA GPU tools (nvidia-smi not found)")
@@ -117,6 +131,7 @@ def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User =
 
 
 GUARDS: list[tuple[str, str, Callable]] = [
+    ("GET", "/logs/", get_logs),
     ("GET", "/logs/gpu", gpu_info),
     ("POST", "/infer/wsi_v2/{model}", no_whole_slide),
     ("POST", "/infer/wsi/{model}", no_whole_slide),
