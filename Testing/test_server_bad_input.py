@@ -128,6 +128,7 @@ def test_unknown_trainer(client, unchanged):
     ("POST", "/infer/medsam_interactive", {"data": {"params": "{}"}}, 400, "name an image"),
     ("POST", "/infer/medsam_interactive?image=breast1", {"data": {"params": "{bad"}}, 400, "JSON object"),
     ("GET", "/logs/?html=false&lines=575530497531534589091119104", {}, 400, "lines must be at most"),
+    ("POST", "/scoring/no_such_method?run_sync=true", {"json": None}, 404, "unknown scoring method"),
 ])
 def test_monai_label_routes_that_answered_500_answer_in_words(server, unchanged, method, path, kwargs, status, words):
     """What the API fuzzer found (MONAI Label 0.8.5 answered these with a 500); test_fuzz_api.py runs the fuzzer."""

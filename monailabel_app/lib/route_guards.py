@@ -17,6 +17,7 @@ from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, UploadF
 from fastapi.routing import APIRoute
 from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import logs as ml_logs
+from monailabel.endpoints import scoring as ml_scoring
 from monailabel.endpoints import session as ml_session
 from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.exception import (
@@ -85,6 +86,15 @@ def no_model_upload(model: str, user: User = ANNOTATOR):
                                                 "POST /medfm/adapters/import")
 
 
+def run_scoring(method: str, params: dict | None = None, run_sync: bool | None = False, user: User = ANNOTATOR):
+    offered = app_instance().info().get("scoring", {})
+    if method not in offered:  # MONAI Label answers an unknown method run_sync with a 500
+        raise HTTPException(status_code=404, detail=f"unknown scoring method '{method}'; this server offers "
+                                                    f"{sorted(offered)}")
+    with monailabel_errors():
+        return ml_scoring.run_method(method, params, run_sync)
+
+
 def get_session(session_id: str, update_ts: bool = False, image: bool = False, user: User = USER):
     sessions = app_instance().sessions()
     session = sessions.get_session(session_id) if sessions is not None else None
@@ -137,6 +147,7 @@ GUARDS: list[tuple[str, str, Callable]] = [
     ("POST", "/infer/wsi/{model}", no_whole_slide),
     ("PUT", "/model/{model}", no_model_upload),
     ("DELETE", "/model/{model}", no_model_upload),
+    ("POST", "/scoring/{method}", run_scoring),
     ("GET", "/session/{session_id}", get_session),
     ("PUT", "/session/", create_session),
     ("PUT", "/datastore/image", add_image),
