@@ -26,6 +26,7 @@ AUTO_MODEL = "medsam_auto"
 TRAINER = "medsam_adapt"
 PRETRAINER = "medsam_pretrain"  # self-supervised, on the unlabelled scans too
 REGISTRY = "/medfm/adapters"
+RUNNING_STATES = ("SUBMITTED", "RUNNING", "QUEUED", "PENDING")  # MONAI Label's task states before it ends
 RESULTS = "/medfm/results/"
 
 
@@ -310,10 +311,6 @@ class MedFMClient:
     def rollback_adapter(self) -> dict[str, Any]:
         """POST /medfm/adapters/rollback: go back to the previously active version; {"active": ...}."""
         return self._json("POST", f"{REGISTRY}/rollback", payload={})
-
-    def delete_adapter(self, version: str) -> dict[str, Any]:
-        """DELETE /medfm/adapters/{version}: remove a version that is not active."""
-        return self._json("DELETE", f"{REGISTRY}/{urllib.parse.quote(version)}")
 
     def evaluate_adapter(self, version: str, mode: str = "interactive", jitter: int = 3) -> dict[str, Any]:
         """POST /medfm/adapters/{version}/evaluate: Dice and HD95 per held-out image and label, and the means."""

@@ -19,13 +19,15 @@ from typing import Any, Generic, TypeVar
 
 from . import prompt_nodes
 from . import scene as scene_lib
-from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, TRAINER, InferResult, MedFMClient
+from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, RUNNING_STATES, TRAINER, InferResult, MedFMClient
 from .errors import ServerError
 from .outcomes import (
+    Action,
     Compared,
     Connected,
     HeldOutChanged,
     Outcome,
+    PromptStep,
     PromptUndone,
     RegistryChanged,
     ReviewReady,
@@ -36,7 +38,6 @@ from .outcomes import (
     TrainingStarted,
     Uploaded,
 )
-from .presenter import RUNNING_STATES, Action, PromptStep
 
 T = TypeVar("T")
 Report = Callable[[str, float], None]

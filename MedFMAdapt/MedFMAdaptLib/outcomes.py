@@ -1,13 +1,40 @@
-"""What each finished panel action hands back: a status line plus the payload the presenter and the views need.
+"""The panel's actions, and what each one hands back when it finishes: a status line plus the payload the
+presenter and the views need.
 
 The Logic keeps no record of its last answers; a Job's `finish` returns one of these and the Widget passes it to
 `Presenter.apply` (panel state) and shows its scene nodes. Scene nodes travel as they are (the GUI thread made them).
+Both the Logic and the presenter read this module; the Logic imports nothing from the presenter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+
+class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ships Python 3.9
+    """Every button of the panel that talks to the server or changes the scene."""
+
+    CONNECT = "connect"
+    UPLOAD = "upload"
+    NEXT_SAMPLE = "next_sample"
+    AUTO_SEGMENT = "auto_segment"
+    SEGMENT = "segment"  # a prompt was placed: its slice is segmented at once
+    PROPAGATE = "propagate"  # every prompt, followed through the structure
+    UNDO_PROMPT = "undo_prompt"
+    TOGGLE_POINT = "toggle_point"  # place foreground points <-> background points
+    SUBMIT = "submit"
+    HELD_OUT = "held_out"
+    START_TRAINING = "start_training"
+    START_PRETRAINING = "start_pretraining"
+    STOP_TRAINING = "stop_training"
+    REVIEW = "review"
+    COMPARE = "compare"
+    TOGGLE_REVIEW = "toggle_review"
+    ACTIVATE = "activate"
+    ROLLBACK = "rollback"
+    POLL_TRAINING = "poll_training"  # the timer's status poll while a train task runs (no button)
 
 
 @dataclass
@@ -100,3 +127,13 @@ class RegistryChanged(Outcome):
 @dataclass
 class HeldOutChanged(Outcome):
     held_out: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PromptStep:
+    """One prompt's answer, as undo needs it: the image, what the answer changed, and the prompt (None for
+    Propagate, whose markups stay)."""
+
+    image_id: str
+    change: Any  # scene.SliceChange
+    placed: Any = None  # prompt_nodes.Placed

@@ -7,10 +7,9 @@ what the status line says for each failure) is tested without Qt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, TRAINER
+from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, RUNNING_STATES, TRAINER
 from .errors import (
     BadResponse,
     ConnectionFailed,
@@ -20,10 +19,12 @@ from .errors import (
     TLSFailure,
 )
 from .outcomes import (
+    Action,
     Compared,
     Connected,
     HeldOutChanged,
     Outcome,
+    PromptStep,
     PromptUndone,
     RegistryChanged,
     ReviewReady,
@@ -34,31 +35,6 @@ from .outcomes import (
     TrainingStarted,
     Uploaded,
 )
-
-
-class Action(str, Enum):  # noqa: UP042 -- StrEnum is 3.11+, and Slicer 5.6 ships Python 3.9
-    """Every button of the panel that talks to the server or changes the scene."""
-
-    CONNECT = "connect"
-    UPLOAD = "upload"
-    NEXT_SAMPLE = "next_sample"
-    AUTO_SEGMENT = "auto_segment"
-    SEGMENT = "segment"  # a prompt was placed: its slice is segmented at once
-    PROPAGATE = "propagate"  # every prompt, followed through the structure
-    UNDO_PROMPT = "undo_prompt"
-    TOGGLE_POINT = "toggle_point"  # place foreground points <-> background points
-    SUBMIT = "submit"
-    HELD_OUT = "held_out"
-    START_TRAINING = "start_training"
-    START_PRETRAINING = "start_pretraining"
-    STOP_TRAINING = "stop_training"
-    REVIEW = "review"
-    COMPARE = "compare"
-    TOGGLE_REVIEW = "toggle_review"
-    ACTIVATE = "activate"
-    ROLLBACK = "rollback"
-    POLL_TRAINING = "poll_training"  # the timer's status poll while a train task runs (no button)
-
 
 # What the panel is doing, in words that fit "... while <doing>" and "The server refused to <verb>".
 DOING = {
@@ -92,7 +68,6 @@ SHORTCUTS = {
     "P": Action.PROPAGATE,
 }
 FOREGROUND, BACKGROUND = "foreground", "background"
-RUNNING_STATES = ("SUBMITTED", "RUNNING", "QUEUED", "PENDING")  # MONAI Label's task states before it ends
 UNDO_DEPTH = 20  # prompts that can be taken back, newest first
 
 
@@ -204,16 +179,6 @@ class ComparisonRow:
 
         name = f"{self.image} / {self.label}" if self.label else self.image
         return name, fmt(self.dice_base), fmt(self.dice_adapted), fmt(self.diff, "+")
-
-
-@dataclass
-class PromptStep:
-    """One prompt's answer, as undo needs it: the image, what the answer changed, and the prompt (None for
-    Propagate, whose markups stay)."""
-
-    image_id: str
-    change: Any  # scene.SliceChange
-    placed: Any = None  # prompt_nodes.Placed
 
 
 @dataclass

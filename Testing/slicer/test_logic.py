@@ -6,6 +6,9 @@ label file on the volume's grid, so the status line reads exactly the keys the s
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -15,11 +18,20 @@ from MedFMAdapt.MedFMAdaptLib import scene as scene_lib
 from MedFMAdapt.MedFMAdaptLib.client import INTERACTIVE_MODEL, InferResult
 from MedFMAdapt.MedFMAdaptLib.errors import HTTPFailure
 from MedFMAdapt.MedFMAdaptLib.logic import IMAGE_ID_ATTRIBUTE, MedFMAdaptLogic, run_now
-from MedFMAdapt.MedFMAdaptLib.outcomes import Segmented
-from MedFMAdapt.MedFMAdaptLib.presenter import Action, Presenter, PromptStep
+from MedFMAdapt.MedFMAdaptLib.outcomes import Action, PromptStep, Segmented
+from MedFMAdapt.MedFMAdaptLib.presenter import Presenter
 from MedFMAdapt.MedFMAdaptLib.prompt_nodes import PromptNodes
 from Testing.slicer.helpers import DIRECTIONS, make_image, volume_aligned_roi
 from Testing.slicer.replies import like, reply
+
+
+def test_logic_imports_nothing_from_the_presenter():
+    """The Logic does the work, the presenter decides what the panel shows: the Logic must not depend on it."""
+    import MedFMAdapt.MedFMAdaptLib.logic as logic
+
+    tree = ast.parse(Path(logic.__file__).read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in modules if m and m.split(".")[-1] == "presenter"}
 
 
 class RecordedClient:
