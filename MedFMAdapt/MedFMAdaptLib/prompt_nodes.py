@@ -113,7 +113,7 @@ def _is_defined(node, n: int) -> bool:
     return node.GetNthControlPointPositionStatus(n) == slicer.vtkMRMLMarkupsNode.PositionDefined
 
 
-def _indices(volume, node) -> list[list[int]]:
+def point_indices(volume, node) -> list[list[int]]:
     """Voxel indices of a point list's placed points (one still following the mouse is left out)."""
     if node is None:
         return []
@@ -155,8 +155,8 @@ def slice_request(volume, nodes: PromptNodes, axis: int, index: int, current: np
     segment's current mask there (and the clicks), so a background click removes a leak from a propagated mask and
     a foreground click extends it; a slice with neither a box, a mask nor a foreground point cannot be segmented.
     """
-    foreground = [p for p in _indices(volume, nodes.foreground) if p[axis] == index]
-    background = [p for p in _indices(volume, nodes.background) if p[axis] == index]
+    foreground = [p for p in point_indices(volume, nodes.foreground) if p[axis] == index]
+    background = [p for p in point_indices(volume, nodes.background) if p[axis] == index]
     roi = _box(volume, nodes.box)
     if roi is not None and roi[2 * axis] <= index <= roi[2 * axis + 1]:
         roi[2 * axis] = roi[2 * axis + 1] = index
@@ -207,7 +207,7 @@ def structure_request(volume, nodes: PromptNodes, axis: int) -> dict:
             roi[2 * axis] = max(roi[2 * axis] - PROPAGATION, 0)
             roi[2 * axis + 1] = min(roi[2 * axis + 1] + PROPAGATION, last)
         params["roi"] = roi
-    foreground, background = _indices(volume, nodes.foreground), _indices(volume, nodes.background)
+    foreground, background = point_indices(volume, nodes.foreground), point_indices(volume, nodes.background)
     if foreground:
         params["foreground"] = foreground
     if background:

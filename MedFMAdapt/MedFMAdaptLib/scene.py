@@ -82,18 +82,6 @@ def ras_to_index(volume, ras: Sequence[float]) -> list[int]:
     return index
 
 
-def points_to_indices(volume, points_node) -> list[list[int]]:
-    """Every control point of a point list as a voxel index [i, j, k]."""
-    if points_node is None:
-        return []
-    indices = []
-    for n in range(points_node.GetNumberOfControlPoints()):
-        position = [0.0, 0.0, 0.0]
-        points_node.GetNthControlPointPositionWorld(n, position)
-        indices.append(ras_to_index(volume, position))
-    return indices
-
-
 def _roi_corners_world(roi_node) -> np.ndarray:
     """The 8 corners of a (possibly rotated) markups ROI box, in world RAS, as rows."""
     object_to_world = _to_numpy(roi_node.GetObjectToWorldMatrix())
@@ -121,22 +109,6 @@ def roi_to_box(volume, roi_node) -> list[int]:
     low = np.clip(low, 0, dims - 1)
     high = np.clip(high, 0, dims - 1)
     return [int(low[0]), int(high[0]), int(low[1]), int(high[1]), int(low[2]), int(high[2])]
-
-
-def build_prompts(volume, roi_node=None, foreground_node=None, background_node=None) -> dict:
-    """The interactive model's prompt params from the user's markups; keys only for prompts that exist."""
-    prompts: dict = {}
-    if roi_node is not None:
-        prompts["roi"] = roi_to_box(volume, roi_node)
-    foreground = points_to_indices(volume, foreground_node)
-    background = points_to_indices(volume, background_node)
-    if foreground:
-        prompts["foreground"] = foreground
-    if background:
-        prompts["background"] = background
-    if not prompts:
-        raise ValueError("Place an ROI box or at least one foreground point first.")
-    return prompts
 
 
 # ---- volumes to and from files ----------------------------------------------------------------------------------

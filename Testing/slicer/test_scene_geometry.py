@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from MedFMAdapt.MedFMAdaptLib import prompt_nodes
 from MedFMAdapt.MedFMAdaptLib import scene as scene_lib
 from Testing.slicer.helpers import DIRECTIONS, make_image
 
@@ -283,14 +284,14 @@ def test_points_become_simpleitk_indices(lps_case, scene):
         for c in continuous
     ]
     node = _points_node(scene, ras_points)
-    assert scene_lib.points_to_indices(volume, node) == [sitk_index(image, p) for p in ras_points]
+    assert prompt_nodes.point_indices(volume, node) == [sitk_index(image, p) for p in ras_points]
 
 
 def test_point_outside_volume_is_refused(lps_case, scene):
     _, image, _, volume = lps_case
     outside = voxel_center_ras(image, (-3, 0, 0))
     with pytest.raises(ValueError, match="outside the volume"):
-        scene_lib.points_to_indices(volume, _points_node(scene, [outside]))
+        prompt_nodes.point_indices(volume, _points_node(scene, [outside]))
 
 
 def test_points_follow_the_volume_parent_transform(scene, tmp_path):
@@ -305,7 +306,7 @@ def test_points_follow_the_volume_parent_transform(scene, tmp_path):
     volume.SetAndObserveTransformNodeID(transform.GetID())
     local = voxel_center_ras(image, (4, 5, 3))
     world = local + np.array([25.0, 0.0, -4.0])
-    assert scene_lib.points_to_indices(volume, _points_node(scene, [world])) == [[4, 5, 3]]
+    assert prompt_nodes.point_indices(volume, _points_node(scene, [world])) == [[4, 5, 3]]
 
 
 def _roi(scene, center, size):
@@ -345,18 +346,15 @@ def test_roi_outside_volume_is_refused(scene, tmp_path):
         scene_lib.roi_to_box(volume, _roi(scene, far, (2.0, 2.0, 2.0)))
 
 
-def test_prompts_combine_roi_and_points(scene, tmp_path):
+def test_points_and_roi_on_a_flipped_volume(scene, tmp_path):
     image, volume = _loaded(scene, tmp_path, "flipped")
     fg = _points_node(scene, [voxel_center_ras(image, (5, 6, 3))])
     bg = _points_node(scene, [voxel_center_ras(image, (1, 2, 0)), voxel_center_ras(image, (12, 10, 6))])
     roi = _roi(scene, voxel_center_ras(image, (6, 5, 3)), (3.0, 3.0, 3.0))
-    prompts = scene_lib.build_prompts(volume, roi, fg, bg)
-    assert prompts["foreground"] == [[5, 6, 3]]
-    assert prompts["background"] == [[1, 2, 0], [12, 10, 6]]
-    i0, i1, j0, j1, k0, k1 = prompts["roi"]
+    assert prompt_nodes.point_indices(volume, fg) == [[5, 6, 3]]
+    assert prompt_nodes.point_indices(volume, bg) == [[1, 2, 0], [12, 10, 6]]
+    i0, i1, j0, j1, k0, k1 = scene_lib.roi_to_box(volume, roi)
     assert i0 <= 6 <= i1 and j0 <= 5 <= j1 and k0 <= 3 <= k1
-    with pytest.raises(ValueError, match="Place an ROI"):
-        scene_lib.build_prompts(volume)
 
 
 def test_volume_aligned_roi_covers_exact_slices(lps_case, scene):
