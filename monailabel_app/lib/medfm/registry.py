@@ -68,9 +68,7 @@ class Registry:
         if records:
             return records[-1]["mean"]["dice"]
         decision = self.decision(version) or {}
-        if "checks" not in decision:  # decided before checks were recorded: only held-out images counted then
-            return decision.get("new_dice")
-        held = [c["new"] for c in decision["checks"] if c["source"] == "held-out images"]
+        held = [c["new"] for c in decision.get("checks", []) if c["source"] == "held-out images"]
         return held[0] if held else None
 
     def decision(self, version: str) -> dict | None:
