@@ -1,25 +1,35 @@
-"""Atomic JSON files: what the registry, score book, annotation log and training stats all write."""
+"""Atomic files: what the registry, score book, annotation log, training stats and federation records write."""
 
 from __future__ import annotations
 
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Readers see the old file or the new one, never half of either (temp file, fsync, rename)."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` for the caller to write; when the block ends it is synced and renamed over
+    `path`, so readers see the old file or the new one, never half of either."""
+    path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}-{path.name}")
     try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk or an error mid-write leaves the old file, and no debris
         raise
+
+
+def write_json_atomic(path: str | Path, data: dict | list) -> None:
+    """`data` as JSON at `path`, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
 
 
 def read_json(path: Path) -> dict:

@@ -6,15 +6,17 @@ the site to import through its checked import and judge with its own guard (what
 
 from __future__ import annotations
 
-import json
+import math
 import os
 
 import numpy as np
+from nvflare.apis.fl_constant import FLMetaKey
 from nvflare.app_common.abstract.fl_model import FLModel
-from nvflare.app_common.workflows.base_fedavg import _get_client_name, _get_num_steps_weight
+from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.workflows.fedavg import FedAvg
 from safetensors.numpy import load_file, save_file
 
+from ..files import atomic_path, write_json_atomic
 from .exchange import nbytes
 
 GLOBAL_ADAPTER = "global_adapter.safetensors"
@@ -45,18 +47,17 @@ class AdapterFedAvg(FedAvg):
                       "sites": {row["site"]: row["weight"] for row in self._log if row["round"] == last}}
         results = self.send_model_and_wait(task_name=RECEIVE_TASK, data=FLModel(
             params=load_file(final), meta={"federation": federation}))
-        decisions = {_get_client_name(r): {"version": (r.meta or {}).get("version"),
-                                           "decision": (r.meta or {}).get("decision")} for r in results}
-        with open(os.path.join(self.out_dir, DECISIONS), "w") as f:
-            json.dump({"federation": federation, "sites": decisions}, f, indent=1)
+        decisions = {site_name(r): {"version": (r.meta or {}).get("version"),
+                                    "decision": (r.meta or {}).get("decision")} for r in results}
+        write_json_atomic(os.path.join(self.out_dir, DECISIONS), {"federation": federation, "sites": decisions})
         self.info(f"sites' decisions on the final adapter: {decisions}")
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
         params = result.params or {}
         os.makedirs(self.out_dir, exist_ok=True)
         self._log.append({
-            "round": self.current_round, "site": _get_client_name(result), "params_type": str(result.params_type),
-            "weight": _get_num_steps_weight(result), "metrics": result.metrics or {},
+            "round": self.current_round, "site": site_name(result), "params_type": str(result.params_type),
+            "weight": site_weight(result), "metrics": result.metrics or {},
             "tensors": {k: list(np.shape(v)) for k, v in params.items()},
             "bytes": nbytes(params),
         })
@@ -72,14 +73,27 @@ class AdapterFedAvg(FedAvg):
 
     def _write_log(self) -> None:
         os.makedirs(self.out_dir, exist_ok=True)
-        tmp = os.path.join(self.out_dir, f".{EXCHANGE_LOG}.partial")
-        with open(tmp, "w") as f:
-            json.dump(self._log, f)
-        os.replace(tmp, os.path.join(self.out_dir, EXCHANGE_LOG))
+        write_json_atomic(os.path.join(self.out_dir, EXCHANGE_LOG), self._log)
 
     def save_model_file(self, model: FLModel, filepath: str) -> None:
         os.makedirs(self.out_dir, exist_ok=True)
-        tmp = os.path.join(self.out_dir, f".{GLOBAL_ADAPTER}.partial")
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}, tmp,
-                  metadata={"round": str(self.current_round)})
-        os.replace(tmp, os.path.join(self.out_dir, GLOBAL_ADAPTER))
+        with atomic_path(os.path.join(self.out_dir, GLOBAL_ADAPTER)) as tmp:
+            save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}, str(tmp),
+                      metadata={"round": str(self.current_round)})
+
+
+def site_name(result: FLModel) -> str:
+    """The site that sent `result`, as NVFlare's client API names it in the result's meta."""
+    name = (result.meta or {}).get("client_name")
+    return name if isinstance(name, str) and name else AppConstants.CLIENT_UNKNOWN
+
+
+def site_weight(result: FLModel) -> float:
+    """The weight FedAvg gives `result`: the site's training steps this round, 1 when it sent none that count
+    (NVFlare 2.9's FedAvg rule, kept here so the exchange record states the weight the average used)."""
+    value = (result.meta or {}).get(FLMetaKey.NUM_STEPS_CURRENT_ROUND)
+    try:
+        weight = float(value) if value is not None and not isinstance(value, bool) else 1.0
+    except (TypeError, ValueError, OverflowError):
+        return 1.0
+    return weight if math.isfinite(weight) and weight > 0 else 1.0

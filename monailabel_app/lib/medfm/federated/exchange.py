@@ -2,7 +2,7 @@
 
 A site sends the change of the tensors it trained (NVFlare's DIFF), so tensors it keeps frozen (FFA-LoRA's A)
 stay exactly the shared ones; the server's weighted average of the changes, added to the global adapter, is
-FedAvg. Clipping and noise (differential privacy) act on that change before it leaves the site.
+FedAvg (NVFlare's own, in controller.py). Clipping and noise (differential privacy) act on that change before it leaves the site.
 """
 
 from __future__ import annotations
@@ -66,15 +66,6 @@ def clip_and_noise(update: dict[str, np.ndarray], clip_norm: float | None, noise
     out = {k: (v * scale + (rng.normal(0.0, sigma, v.shape) if sigma > 0 else 0.0)).astype(np.float32)
            for k, v in update.items()}
     return out, {"update_norm": round(norm, 6), "clip_scale": round(scale, 6), "noise_sigma": sigma}
-
-
-def weighted_average(updates: list[tuple[dict[str, np.ndarray], float]]) -> dict[str, np.ndarray]:
-    """FedAvg of the updates, weighted (by each site's labelled slices)."""
-    total = float(sum(w for _, w in updates))
-    if not updates or total <= 0:
-        raise InputError("nothing to average: no site sent an update with a positive weight")
-    keys = set(updates[0][0])
-    return {k: (sum(u[k].astype(np.float64) * w for u, w in updates) / total).astype(np.float32) for k in keys}
 
 
 def nbytes(params: dict[str, np.ndarray]) -> int:
