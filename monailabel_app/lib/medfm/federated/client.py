@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 
@@ -44,7 +43,7 @@ def main() -> None:
     window = {"ct_window": tuple(args.ct_window)} if args.ct_window else {}
     # One Settings for the site: its training reads images as its registry's guard (and its server) reads them.
     settings = Settings(models_dir=Path(args.models), device=args.device, labels=labels, **window)
-    service = MedFMService(replace(settings, models_dir=Path(tempfile.mkdtemp())))
+    service = MedFMService(settings.replace(models_dir=Path(tempfile.mkdtemp())))
     site = SiteData.read(args.studies, site_name)
     trainer = SiteTrainer(service.backend, service.segmenter.base, site, cfg, settings,
                           log=lambda line: print(f"[{site_name}] {line}", flush=True))
