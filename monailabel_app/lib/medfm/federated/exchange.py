@@ -2,7 +2,8 @@
 
 A site sends the change of the tensors it trained (NVFlare's DIFF), so tensors it keeps frozen (FFA-LoRA's A)
 stay exactly the shared ones; the server's weighted average of the changes, added to the global adapter, is
-FedAvg (NVFlare's own, in controller.py). Clipping and noise (differential privacy) act on that change before it leaves the site.
+FedAvg (NVFlare's own, in controller.py). Clipping and noise (differential privacy) act on that change before it
+leaves the site.
 """
 
 from __future__ import annotations
