@@ -27,8 +27,6 @@ Click = tuple[float, float, int]  # x (column), y (row), 1 = foreground / 0 = ba
 Decode = Callable[[list[Box], bool], list[tuple[np.ndarray, float]]]
 EIGHT = np.ones((3, 3), dtype=bool)
 FALLBACK_RADIUS = 2  # pixels: what a click changes when no candidate agrees with it
-BG_RANK = 'neighbours'
-MOST_REMOVED = 1.0  # share of a slice's mask one background click may remove
 
 
 @dataclass(frozen=True)
@@ -99,10 +97,10 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None)
     for mask, quality, how in candidates:
         removed = _component(previous & ~mask & ~keep_in, at)
         size = int(removed.sum())
-        if size <= least.sum() or size > MOST_REMOVED * previous.sum():
+        if size <= least.sum():
             continue
         kept = previous & ~removed
-        score = (_overlap(kept, neighbours), quality) if BG_RANK == 'neighbours' else (quality,)
+        score = (_overlap(kept, neighbours), quality)
         if _honours(kept, clicks) and (best is None or score > best[1]):
             best = (kept, score, how)
     if best is not None:

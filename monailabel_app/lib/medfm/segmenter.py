@@ -23,7 +23,6 @@ from .refine import Click, edit_slice
 from .settings import default_batch_size
 from .volume import Volume
 
-WALK_REMOVE = 'none'
 MIN_PROPAGATION_QUALITY = 0.5  # stop following a structure once the decoder's own IoU estimate drops below this
 # LiteMedSAM was trained with boxes; clicks alone give it almost nothing to go on (Dice 0.0-0.05 on the sample
 # lesions). Without an roi, boxes of these sizes are tried around the clicks and the decoder keeps the one it
@@ -234,9 +233,8 @@ class Segmenter:
                               bounds=prompts.box, click_boxes=_click_boxes(volume, [click]) if click[2] else None,
                               neighbours=self._neighbours(volume, label, k))
             volume.put_slice(label, k, edit.mask.astype(np.uint8))
-            self.last_edits = getattr(self, "last_edits", []) + [(k, edit.how, int(old.sum()), int(edit.mask.sum()))]
             first, last = self._walk_range(volume, prompts, k, max_propagation)
-            for direction, stop in ((1, last), (-1, first)) if click[2] == 1 or WALK_REMOVE != 'none' else ():
+            for direction, stop in ((1, last), (-1, first)):
                 self._walk_edit(volume, version, model, prompts, label, k, direction, stop, old, edit.mask,
                                 adds=click[2] == 1, clicked=clicked, counters=counters, fetched=fetched)
         slices = [k for k in range(volume.n_slices) if self._slice(volume, label, k).any()]
@@ -286,7 +284,7 @@ class Segmenter:
             # Added parts may grow into the structure they touch (up to twice the neighbour's addition); removals
             # stay within the neighbour's removed footprint: slices 6.5 mm apart differ, and a removal that followed
             # the decoder emptied four correct lesion slices.
-            delta = _touching(change, near) if adds or WALK_REMOVE == 'touching' else change & near
+            delta = _touching(change, near) if adds else change & near
             if adds and delta.sum() > 2 * max(int(near.sum()), 1):
                 delta = change & near
             new = old | delta if adds else old & ~delta
