@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from . import precision as precision_mod
@@ -18,6 +19,7 @@ from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .errors import ConflictError
 from .prompts import VolumePrompts, box_of_mask
+from .refine import Click, edit_slice
 from .settings import default_batch_size
 from .volume import Volume
 
@@ -35,6 +37,7 @@ class SegmentationResult:
     slices: list[int]
     timing: dict = field(default_factory=dict)
     uncertainty: np.ndarray | None = None  # float32 binary entropy of the predicted probability, in nats
+    refined_clicks: int = 0  # clicks applied to the previous answer rather than segmented afresh
 
 
 def binary_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -206,6 +209,109 @@ class Segmenter:
             return None, None
         return (logits[best] > 0).cpu().numpy(), binary_entropy(logits[best]).cpu().numpy() if entropy else None
 
+    # ---- correction clicks on a previous answer ----------------------------------------------------------
+    def refine(self, volume: Volume, prompts: VolumePrompts, new_clicks: list[tuple[int, Click]],
+               previous: np.ndarray, version: str = BASE, max_propagation: int = 32) -> SegmentationResult:
+        """Apply `new_clicks` (slice, click) to `previous`, the answer to the same prompts without them.
+
+        Each click edits its own slice (lib/medfm/refine.py), then the edit walks to the neighbouring slices while
+        the decoder, prompted by the box of the edited slice next to it, agrees: the part it adds (or removes) must
+        touch what was added (removed) on that neighbour. It stops at a slice the user clicked on, which keeps its
+        own answer, and at the roi's slices; the rest of the volume keeps the previous answer exactly.
+        """
+        total_start = time.perf_counter()
+        model = self.model(version)
+        counters = _Counters()
+        label = (previous > 0).astype(np.uint8)
+        fetched: dict = {}
+        clicked = set(prompts.clicks)
+        for k, click in new_clicks:
+            old = self._slice(volume, label, k)
+            edit = edit_slice(old, prompts.clicks.get(k, []), click,
+                              self._slice_decoder(volume, version, model, k, old, prompts.clicks.get(k, []),
+                                                  counters, fetched),
+                              bounds=prompts.box, click_boxes=_click_boxes(volume, [click]) if click[2] else None,
+                              neighbours=self._neighbours(volume, label, k))
+            volume.put_slice(label, k, edit.mask.astype(np.uint8))
+            first, last = self._walk_range(volume, prompts, k, max_propagation)
+            for direction, stop in ((1, last), (-1, first)):
+                self._walk_edit(volume, version, model, prompts, label, k, direction, stop, old, edit.mask,
+                                adds=click[2] == 1, clicked=clicked, counters=counters, fetched=fetched)
+        slices = [k for k in range(volume.n_slices) if self._slice(volume, label, k).any()]
+        return SegmentationResult(label=label, adapter=version, slices=slices, timing=_timing(counters, total_start),
+                                  refined_clicks=len(new_clicks))
+
+    @staticmethod
+    def _slice(volume: Volume, label: np.ndarray, k: int) -> np.ndarray:
+        return np.take(label, k, axis=volume.slice_axis).T.astype(bool)
+
+    def _neighbours(self, volume: Volume, label: np.ndarray, k: int, reach: int = 3) -> np.ndarray | None:
+        """The answer on the nearest answered slice on each side of k (up to `reach` away), as one mask."""
+        near = []
+        for direction in (-1, 1):
+            for j in range(k + direction, k + direction * (reach + 1), direction):
+                if 0 <= j < volume.n_slices and (mask := self._slice(volume, label, j)).any():
+                    near.append(mask)
+                    break
+        return np.logical_or.reduce(near) if near else None
+
+    @staticmethod
+    def _walk_range(volume: Volume, prompts: VolumePrompts, k: int, max_propagation: int) -> tuple[int, int]:
+        if prompts.slice_range:
+            return min(prompts.slice_range[0], k), max(prompts.slice_range[1], k)
+        return max(0, k - max_propagation), min(volume.n_slices - 1, k + max_propagation)
+
+    def _walk_edit(self, volume, version, model, prompts: VolumePrompts, label, start: int, direction: int, stop: int,
+                   old_start: np.ndarray, new_start: np.ndarray, adds: bool, clicked: set, counters, fetched) -> None:
+        """Carry one slice's edit to its neighbours, slice by slice, while the decoder agrees with it."""
+        delta = new_start & ~old_start if adds else old_start & ~new_start
+        neighbour = new_start
+        for k in range(start + direction, stop + direction, direction):
+            if k in clicked or not delta.any():
+                return
+            box = box_of_mask(neighbour)
+            if box is None:
+                return
+            if prompts.box is not None:
+                box = _clip_box(box, prompts.box)
+            mask, _ = self._segment_slice(volume, version, model, k, [box], [], counters, fetched,
+                                          require_quality=prompts.box is None, entropy=False)
+            old = self._slice(volume, label, k)
+            if mask is None:
+                return
+            change = mask & ~old if adds else old & ~mask
+            near = ndimage.binary_dilation(delta, iterations=2)
+            # Added parts may grow into the structure they touch (up to twice the neighbour's addition); removals
+            # stay within the neighbour's removed footprint: slices 6.5 mm apart differ, and a removal that followed
+            # the decoder emptied four correct lesion slices.
+            delta = _touching(change, near) if adds else change & near
+            if adds and delta.sum() > 2 * max(int(near.sum()), 1):
+                delta = change & near
+            new = old | delta if adds else old & ~delta
+            volume.put_slice(label, k, new.astype(np.uint8))
+            neighbour = new
+
+    def _slice_decoder(self, volume, version, model, k: int, previous: np.ndarray, clicks: list[Click], counters,
+                       fetched: dict):
+        """The decoder on slice k for refine.edit_slice: boxes alone, or with the slice's clicks and the previous
+        mask as SAM's mask_input."""
+        if k not in fetched:
+            fetched.update(self._embeddings(volume, version, model, [k], counters))
+        emb, prepared = fetched[k]
+        mask_logits = (self.backend.to_model_frame(previous, prepared) - 0.5) * 20.0  # +-10: a confident answer
+        points = tuple((x, y) for x, y, _ in clicks)
+        flags = tuple(f for _, _, f in clicks)
+
+        def decode(boxes, with_clicks: bool):
+            if not boxes:
+                return []
+            prompts = [SlicePrompt(box=b, points=points, point_labels=flags, mask=mask_logits) if with_clicks
+                       else SlicePrompt(box=b) for b in boxes]
+            logits, quality = self._decode(model, [(emb, prepared, p) for p in prompts], counters)
+            return [((lg > 0).cpu().numpy(), float(q)) for lg, q in zip(logits, quality, strict=True)]
+
+        return decode
+
     # ---- automatic ----------------------------------------------------------------------------------------
     def automatic(self, volume: Volume, version: str, slice_range: tuple[int, int] | None = None,
                   labels: list[str] | None = None, uncertainty: bool = False) -> SegmentationResult:
@@ -285,6 +391,13 @@ def _click_boxes(volume: Volume, clicks) -> list[tuple[float, float, float, floa
         hx, hy = mm / 2 / sx, mm / 2 / sy
         boxes.append((max(0.0, x0 - hx), max(0.0, y0 - hy), min(float(w), x1 + hx), min(float(h), y1 + hy)))
     return boxes
+
+
+def _touching(candidates: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The 8-connected parts of `candidates` that overlap `seed`."""
+    labels, _ = ndimage.label(candidates, structure=np.ones((3, 3), dtype=bool))
+    keep = np.unique(labels[seed & candidates])
+    return np.isin(labels, keep[keep > 0])
 
 
 def _clip_box(box, bounds):

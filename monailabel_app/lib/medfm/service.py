@@ -13,11 +13,12 @@ from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 
+from . import interaction
 from .adapter_store import AdapterStore
 from .backends import get_backend
 from .embedding_cache import EmbeddingCache
 from .errors import ConflictError, InputError
-from .prompts import InferOptions, parse_roi, resolve
+from .prompts import InferOptions, parse_points, parse_roi, resolve
 from .segmenter import SegmentationResult, Segmenter
 from .settings import Settings
 from .volume import Volume, load_volume, write_image
@@ -33,6 +34,7 @@ class MedFMService:
         self.cache = EmbeddingCache(settings.embedding_cache_mb << 20, settings.embedding_cache_dir)
         self._volumes: OrderedDict[tuple, Volume] = OrderedDict()
         self._lock = threading.Lock()
+        self.interactions = interaction.InteractionStore()
 
     @cached_property
     def segmenter(self) -> Segmenter:
@@ -62,12 +64,35 @@ class MedFMService:
         return volume
 
     def interactive(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
+        """Segment from the prompts; a request that adds clicks to the previous one of its session edits that
+        answer instead (lib/medfm/interaction.py). An uncertainty map always comes from a fresh answer."""
         options = InferOptions.from_params(params)
         volume = self.volume(path, options.modality)
         prompts = resolve(volume, params.get("foreground"), params.get("background"), params.get("roi"))
         version = self.store.resolve(options.adapter)
-        return volume, self.segmenter.interactive(volume, prompts, version, options.max_propagation,
-                                                  uncertainty=options.uncertainty)
+        request = interaction.Request(
+            volume.key, version, _flat(parse_roi(params.get("roi"), volume.shape)), options.max_propagation,
+            *(tuple(tuple(p) for p in parse_points(params.get(n), n, volume.shape)) for n in ("foreground",
+                                                                                                "background")))
+        name, chosen = interaction.session_name(params, request)
+        if interaction.reset_requested(params):
+            self.interactions.drop(name)
+        state = self.interactions.get(name)
+        added = request.added_to(state.request) if state else None
+        if state and chosen and state.request.image_key != request.image_key:
+            self.interactions.drop(name)
+            raise ConflictError(f"session {params['session']!r} was segmenting another image, or this image changed "
+                                "since: its previous answer is discarded; send the request again with "
+                                "reset_state=true")
+        if not added or options.uncertainty:  # not a continuation, or the same prompts again: afresh
+            result = self.segmenter.interactive(volume, prompts, version, options.max_propagation,
+                                                uncertainty=options.uncertainty)
+        else:
+            ax, (px, py) = volume.slice_axis, volume.in_plane_axes
+            clicks = [(p[ax], (float(p[px]), float(p[py]), flag)) for p, flag in added]
+            result = self.segmenter.refine(volume, prompts, clicks, state.label(), version, options.max_propagation)
+        self.interactions.put(name, interaction.State.of(request, result.label))
+        return volume, result
 
     def automatic(self, path: str, params: dict) -> tuple[Volume, SegmentationResult]:
         options = InferOptions.from_params(params)
@@ -104,4 +129,9 @@ class MedFMService:
         return {"fm": self.fm_info(), "adapter": result.adapter,
                 "adapter_method": self.store.manifest(result.adapter).method or "none",
                 "timing": result.timing, "slices": result.slices, "slice_axis": volume.slice_axis,
+                "refined_clicks": result.refined_clicks,
                 "modality": volume.modality, "cache": self.cache.stats()}
+
+
+def _flat(roi) -> tuple[int, ...] | None:
+    return None if roi is None else (*roi[0], *roi[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,13 +16,15 @@ from torch.utils.checkpoint import checkpoint
 class SlicePrompt:
     """Prompts on one 2D slice, in that slice's pixel frame (x = column, y = row).
 
-    `label_index` asks for the learned prompt-free label token instead of clicks (automatic mode).
+    `label_index` asks for the learned prompt-free label token instead of clicks (automatic mode). `mask` is a
+    previous answer fed back (SAM's mask_input): logits in the model frame (S x S), None = no mask prompt.
     """
 
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float], ...] = ()
     point_labels: tuple[int, ...] = ()
     label_index: int | None = None
+    mask: torch.Tensor | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,11 @@ class LiteMedSAMBackend(FMBackend):
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
             len(prompts), -1, *sam.prompt_encoder.image_embedding_size
         )
+        if any(p.mask is not None for p in prompts):  # SAM's mask_input: the previous answer, downscaled
+            rows = [i for i, p in enumerate(prompts) if p.mask is not None]
+            masks = torch.stack([prompts[i].mask.to(device, dense.dtype) for i in rows])[:, None]
+            dense = dense.clone()
+            dense[rows] = sam.prompt_encoder.mask_downscaling(masks).to(dense.dtype)
         logits, iou = decoder(
             image_embeddings=embeddings,
             image_pe=sam.prompt_encoder.get_dense_pe(),

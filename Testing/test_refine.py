@@ -1,0 +1,102 @@
+"""Correction clicks on a previous answer (lib/medfm/refine.py, interaction.py), without a server: a stand-in
+decoder returns fixed candidate masks, so what each click may and may not change is checked exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.medfm.errors import InputError
+from lib.medfm.interaction import InteractionStore, Request, State, reset_requested, session_name
+from lib.medfm.refine import edit_slice
+
+
+def square(shape, r0, r1, c0, c1) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def decoder_returning(*masks_and_quality):
+    """A decoder that answers every box with the same candidates (mask, quality), as many as boxes asked."""
+    calls = []
+
+    def decode(boxes, with_clicks):
+        calls.append((list(boxes), with_clicks))
+        return [masks_and_quality[n % len(masks_and_quality)] for n in range(len(boxes))]
+
+    decode.calls = calls
+    return decode
+
+
+def test_background_click_removes_the_false_part_and_keeps_the_rest():
+    previous = square((40, 40), 10, 20, 10, 30)  # a lesion (columns 10-19) with a false tail (columns 20-29)
+    lesion = square((40, 40), 10, 20, 10, 20)
+    click = (25.0, 15.0, 0)  # x = column 25, y = row 15: on the tail
+    edit = edit_slice(previous, [click], click, decoder_returning((lesion, 0.9)))
+    assert not edit.mask[15, 25] and edit.mask.any()
+    assert np.array_equal(edit.mask, lesion)
+    assert not (edit.mask & ~previous).any()  # a background click never adds
+
+
+def test_background_click_keeps_every_foreground_click():
+    previous = square((40, 40), 10, 20, 10, 30)
+    empty = np.zeros((40, 40), dtype=bool)
+    clicks = [(12.0, 12.0, 1), (25.0, 15.0, 0)]
+    edit = edit_slice(previous, clicks, clicks[-1], decoder_returning((empty, 0.9)))
+    assert edit.mask[12, 12] and not edit.mask[15, 25]
+
+
+def test_foreground_click_adds_the_part_holding_it_and_removes_nothing():
+    previous = square((40, 40), 10, 20, 10, 20)
+    candidate = square((40, 40), 10, 20, 10, 28) | square((40, 40), 0, 1, 0, 1)  # plus a stray pixel
+    click = (25.0, 15.0, 1)
+    edit = edit_slice(previous, [click], click, decoder_returning((candidate, 0.8)), click_boxes=[(20, 10, 30, 20)])
+    assert edit.mask[15, 25] and (edit.mask & previous).sum() == previous.sum()
+    assert not edit.mask[0, 0]  # only the part that holds the click is added
+
+
+def test_the_previous_mask_goes_back_as_the_mask_prompt():
+    previous = square((40, 40), 10, 20, 10, 20)
+    decode = decoder_returning((square((40, 40), 10, 20, 10, 26), 0.8))
+    edit_slice(previous, [(24.0, 15.0, 1)], (24.0, 15.0, 1), decode)
+    assert any(with_clicks for _, with_clicks in decode.calls)  # the box+clicks+mask candidate was decoded
+
+
+def test_a_click_no_candidate_agrees_with_still_changes_its_spot():
+    previous = square((40, 40), 10, 20, 10, 20)
+    empty = np.zeros((40, 40), dtype=bool)
+    edit = edit_slice(previous, [(30.0, 30.0, 1)], (30.0, 30.0, 1), decoder_returning((empty, 0.9)))
+    assert edit.how == "disk" and edit.mask[30, 30] and (edit.mask & previous).sum() == previous.sum()
+
+
+def request(fg=(), bg=(), key="img", roi=None) -> Request:
+    return Request(key, "base", roi, 32, tuple(fg), tuple(bg))
+
+
+def test_a_request_continues_the_previous_one_only_when_it_adds_points():
+    first = request(fg=[(1, 2, 3)])
+    assert request(fg=[(1, 2, 3)], bg=[(4, 5, 6)]).added_to(first) == [((4, 5, 6), 0)]
+    assert request(fg=[(1, 2, 3)]).added_to(first) == []
+    assert request(fg=[(9, 9, 9)]).added_to(first) is None  # a point moved: start afresh
+    assert request(fg=[(1, 2, 3), (7, 7, 7)], key="other").added_to(first) is None  # another image
+    assert request(fg=[(1, 2, 3), (7, 7, 7)], roi=(0, 0, 0, 5, 5, 5)).added_to(first) is None
+
+
+def test_states_are_kept_packed_and_the_oldest_dropped():
+    store = InteractionStore(capacity=2)
+    label = np.zeros((5, 6, 7), dtype=np.uint8)
+    label[1:3, 2:4, 3] = 1
+    for name in ("a", "b", "c"):
+        store.put(name, State.of(request(), label))
+    assert store.get("a") is None and np.array_equal(store.get("c").label(), label)
+
+
+def test_session_and_reset_are_checked():
+    assert session_name({}, request()) == ("image:img:base", False)
+    assert session_name({"session": "case1:lesion"}, request()) == ("session:case1:lesion", True)
+    with pytest.raises(InputError, match="session"):
+        session_name({"session": ["x"]}, request())
+    with pytest.raises(InputError, match="reset_state"):
+        reset_requested({"reset_state": "maybe"})
+    assert reset_requested({"reset_state": "true"}) and not reset_requested({})

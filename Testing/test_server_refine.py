@@ -1,0 +1,63 @@
+"""Correction clicks over HTTP: a request that adds clicks to the previous one of its session edits that answer."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from Testing.helpers import dice, expect_status, label_roi, read_ijk
+
+
+def centre_of(mask: np.ndarray) -> list[int]:
+    """The voxel farthest from the border of `mask`'s largest 3D component (as the CVPR 2025 annotator clicks)."""
+    components, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    largest = components == np.argmax(np.bincount(components.ravel())[1:]) + 1
+    distance = ndimage.distance_transform_edt(np.pad(largest, 1))[(slice(1, -1),) * mask.ndim]
+    return [int(v) for v in np.unravel_index(int(np.argmax(distance)), distance.shape)]
+
+
+def test_a_background_click_removes_a_false_positive_without_emptying_the_slice(client, server):
+    truth = read_ijk(server.studies / "labels" / "final" / "lung2.nii.gz")[0] > 0
+    click = centre_of(truth)
+    session = {"session": "lung2:refine-bg"}
+    first, _ = client.infer("medsam_interactive", "lung2", {**session, "reset_state": True, "foreground": [click]})
+    before = read_ijk(first)[0] > 0
+    wrong = centre_of(before & ~truth)
+    second, params = client.infer("medsam_interactive", "lung2",
+                                  {**session, "foreground": [click], "background": [wrong]})
+    after = read_ijk(second)[0] > 0
+    k = wrong[2]
+    assert params["refined_clicks"] == 1
+    assert not after[tuple(wrong)] and after[:, :, k].any()  # the false part is gone, the slice is not emptied
+    assert not (after & ~before).any()  # a background click only removes
+    assert dice(after, truth) >= dice(before, truth) - 0.005
+
+
+def test_a_click_past_the_answer_extends_it_and_fills_the_slice_between(client, server):
+    truth = read_ijk(server.studies / "labels" / "final" / "lung2.nii.gz")[0] > 0
+    roi = label_roi(truth.astype(np.uint8))
+    middle = (roi[4] + roi[5]) // 2
+    roi[5] = middle  # the user's box stops half way through the lesion
+    session = {"session": "lung2:refine-fg"}
+    first, _ = client.infer("medsam_interactive", "lung2", {**session, "reset_state": True, "roi": roi})
+    before = read_ijk(first)[0] > 0
+    beyond = [*centre_of(truth[:, :, middle + 2]), middle + 2]
+    second, params = client.infer("medsam_interactive", "lung2", {**session, "roi": roi, "foreground": [beyond]})
+    after = read_ijk(second)[0] > 0
+    assert params["refined_clicks"] == 1 and not before[:, :, middle + 1:].any()
+    assert after[tuple(beyond)] and after[:, :, middle + 1].any()  # the clicked slice and the one between
+    assert (after & before).sum() == before.sum()  # nothing already segmented was lost
+    assert dice(after[:, :, middle + 1], truth[:, :, middle + 1]) > 0.5
+
+
+def test_a_session_that_meets_another_image_is_discarded_in_words(client, server):
+    session = {"session": "refine-switch"}
+    client.infer("medsam_interactive", "lung2", {**session, "foreground": [[250, 250, 20]], "max_propagation": 0})
+    expect_status(lambda: client.infer("medsam_interactive", "brain1",
+                                       {**session, "foreground": [[120, 120, 12]], "max_propagation": 0}),
+                  409, "another image")
+    _, params = client.infer("medsam_interactive", "brain1",
+                             {**session, "reset_state": True, "foreground": [[120, 120, 12]], "max_propagation": 0})
+    assert params["refined_clicks"] == 0
+    expect_status(lambda: client.infer("medsam_interactive", "brain1", {"session": ["x"], "foreground": [[1, 1, 1]]}),
+                  400, "session")

@@ -1,0 +1,158 @@
+"""A correction click edits the answer the radiologist already has, on its slice, and never the other way round.
+
+LiteMedSAM learned box prompts only (its training never fed points or masks), so a click handed to its decoder is a
+prompt it does not understand: on the sample lesions a click moved Dice either way, and piled-up background clicks
+emptied slices. Here the decoder is only asked what it knows, boxes (and, as one more candidate, SAM's point and
+mask_input path), and the click decides what of the answers is taken:
+
+- a foreground click adds the part of a candidate mask that holds it, and removes nothing;
+- a background click removes the part of the previous mask around it that a candidate excludes, and adds nothing;
+- every click of the slice so far stays honoured (no edit may drop a foreground click or cover a background one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .prompts import box_of_mask
+
+Box = tuple[float, float, float, float]
+Click = tuple[float, float, int]  # x (column), y (row), 1 = foreground / 0 = background
+# (boxes, with_clicks) -> [(mask, quality)]: the decoder on one slice; with_clicks also sends the slice's clicks as
+# points and the previous mask as mask_input.
+Decode = Callable[[list[Box], bool], list[tuple[np.ndarray, float]]]
+EIGHT = np.ones((3, 3), dtype=bool)
+FALLBACK_RADIUS = 2  # pixels: what a click changes when no candidate agrees with it
+
+
+@dataclass(frozen=True)
+class SliceEdit:
+    mask: np.ndarray  # rows x cols, bool
+    how: str  # which candidate was taken, for the log and the tests
+
+
+def edit_slice(previous: np.ndarray, clicks: list[Click], newest: Click, decode: Decode,
+               bounds: Box | None = None, click_boxes: list[Box] | None = None,
+               neighbours: np.ndarray | None = None) -> SliceEdit:
+    """The previous mask of one slice edited by its newest click, honouring every click of the slice."""
+    previous = previous.astype(bool)
+    x, y, flag = newest
+    r, c = _pixel(previous.shape, x, y)
+    if flag == 1:
+        if previous[r, c]:
+            return SliceEdit(previous, "already foreground")
+        return _add(previous, clicks, (r, c), decode, bounds, click_boxes or [], neighbours)
+    if not previous[r, c]:
+        return SliceEdit(previous, "already background")
+    return _remove(previous, clicks, (r, c), decode, neighbours)
+
+
+def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: np.ndarray | None) -> SliceEdit:
+    r, c = at
+    if bounds is not None and not (bounds[0] <= c < bounds[2] and bounds[1] <= r < bounds[3]):
+        bounds = None  # a click outside the user's own box says the structure goes past it
+    grown = previous.copy()
+    grown[r, c] = True
+    boxes = []
+    if previous.any():
+        boxes.append(_clip(box_of_mask(grown), bounds))
+    elif neighbours is not None and neighbours.any():  # a slice with no answer yet: the structure next to it, moved
+        boxes.append(_clip(box_of_mask(neighbours | grown), bounds))  # to take the click in, as propagation does
+    boxes += [_clip(b, bounds) for b in click_boxes]
+    candidates = [(m, q, f"box {n}") for n, (m, q) in enumerate(decode(boxes, False))]
+    if previous.any():
+        candidates += [(m, q, "box+clicks+mask") for m, q in decode(boxes[:1], True)]
+    keep_out = _near(previous.shape, clicks, flag=0)  # background clicks stay background
+    best = None
+    for mask, quality, how in candidates:
+        part = _component(mask & ~keep_out, at)
+        if not part.any():
+            continue
+        edited = previous | part
+        if _honours(edited, clicks) and (best is None or quality > best[1]):
+            best = (edited, quality, how)
+    if best is not None:
+        return SliceEdit(best[0], best[2])
+    return SliceEdit(previous | _disk(previous.shape, at), "disk")
+
+
+def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None) -> SliceEdit:
+    r, c = at
+    ys, xs = np.nonzero(_component(previous, at))
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    cuts = [(c + 1, y0, x1, y1), (x0, y0, c, y1), (x0, r + 1, x1, y1), (x0, y0, x1, r)]  # keep one side of the click
+    boxes = [tuple(float(v) for v in b) for b in cuts if b[2] - b[0] >= 2 and b[3] - b[1] >= 2]
+    full = box_of_mask(previous)
+    candidates = [(m, q, f"cut {n}") for n, (m, q) in enumerate(decode(boxes, False))] if boxes else []
+    candidates += [(m, q, "box+clicks+mask") for m, q in decode([full], True)]
+    keep_in = _near(previous.shape, clicks, flag=1)  # foreground clicks stay foreground
+    least = _disk(previous.shape, at) & previous
+    # What stays should go on in the slices next to it (a structure is continuous; a wrong blob removed from one
+    # slice often is too): the kept part that overlaps the neighbouring slices' answer most wins, quality breaks ties.
+    best = None
+    for mask, quality, how in candidates:
+        removed = _component(previous & ~mask & ~keep_in, at)
+        size = int(removed.sum())
+        if size <= least.sum():
+            continue
+        kept = previous & ~removed
+        score = (_overlap(kept, neighbours), quality)
+        if _honours(kept, clicks) and (best is None or score > best[1]):
+            best = (kept, score, how)
+    if best is not None:
+        return SliceEdit(best[0], best[2])
+    part = _component(previous, at)
+    if not _holds_foreground(part, clicks) and (previous & ~part).any():
+        return SliceEdit(previous & ~part, "island")  # a separate blob with no foreground click: all of it
+    return SliceEdit(previous & ~_disk(previous.shape, at), "disk")
+
+
+def _pixel(shape, x: float, y: float) -> tuple[int, int]:
+    return min(max(int(y), 0), shape[0] - 1), min(max(int(x), 0), shape[1] - 1)
+
+
+def _component(mask: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    """The 8-connected part of `mask` that holds pixel `at` (empty when `at` is not in it)."""
+    if not mask[at]:
+        return np.zeros_like(mask)
+    labels, _ = ndimage.label(mask, structure=EIGHT)
+    return labels == labels[at]
+
+
+def _honours(mask: np.ndarray, clicks: list[Click]) -> bool:
+    return all(mask[_pixel(mask.shape, x, y)] == bool(flag) for x, y, flag in clicks)
+
+
+def _holds_foreground(part: np.ndarray, clicks: list[Click]) -> bool:
+    return any(flag == 1 and part[_pixel(part.shape, x, y)] for x, y, flag in clicks)
+
+
+def _overlap(mask: np.ndarray, other: np.ndarray | None) -> float:
+    if other is None or not other.any():
+        return 0.0
+    return float((mask & other).sum() / max((mask | other).sum(), 1))
+
+
+def _near(shape, clicks: list[Click], flag: int) -> np.ndarray:
+    """Pixels within FALLBACK_RADIUS of the slice's clicks of one kind."""
+    out = np.zeros(shape, dtype=bool)
+    for x, y, f in clicks:
+        if f == flag:
+            out |= _disk(shape, _pixel(shape, x, y))
+    return out
+
+
+def _disk(shape, at: tuple[int, int], radius: int = FALLBACK_RADIUS) -> np.ndarray:
+    rows, cols = np.ogrid[:shape[0], :shape[1]]
+    return (rows - at[0]) ** 2 + (cols - at[1]) ** 2 <= radius ** 2
+
+
+def _clip(box: Box, bounds: Box | None) -> Box:
+    if bounds is None:
+        return box
+    x0, y0, x1, y1 = max(box[0], bounds[0]), max(box[1], bounds[1]), min(box[2], bounds[2]), min(box[3], bounds[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else box
