@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lib.medfm.errors import InputError
-from lib.medfm.interaction import InteractionStore, Request, State, reset_requested, session_name
+from lib.medfm.interaction import InteractionStore, Request, State, session_name
+from lib.medfm.prompts import InferOptions
 from lib.medfm.refine import edit_slice
 
 
@@ -93,10 +94,10 @@ def test_states_are_kept_packed_and_the_oldest_dropped():
 
 
 def test_session_and_reset_are_checked():
-    assert session_name({}, request()) == ("image:img:base", False)
-    assert session_name({"session": "case1:lesion"}, request()) == ("session:case1:lesion", True)
-    with pytest.raises(InputError, match="session"):
-        session_name({"session": ["x"]}, request())
-    with pytest.raises(InputError, match="reset_state"):
-        reset_requested({"reset_state": "maybe"})
-    assert reset_requested({"reset_state": "true"}) and not reset_requested({})
+    assert session_name(None, request()) == "image:img:base"
+    assert session_name("case1:lesion", request()) == "session:case1:lesion"
+    for bad in ({"session": ["x"]}, {"session": "x" * 129}, {"session": "tab\there"}, {"reset_state": "maybe"}):
+        with pytest.raises(InputError, match="session|reset_state"):
+            InferOptions.from_params(bad)
+    assert InferOptions.from_params({"reset_state": "true"}).reset_state
+    assert not InferOptions.from_params({}).reset_state

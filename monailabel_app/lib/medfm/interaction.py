@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-
 MAX_STATES = 16  # answers are kept bit-packed: a 512 x 512 x 200 label costs 6.5 MB
 
 
@@ -95,20 +93,6 @@ class InteractionStore:
             self._states.pop(name, None)
 
 
-def session_name(params: dict, request: Request) -> tuple[str, bool]:
-    """The state's name and whether the client chose it (`session`: 1-128 printable characters)."""
-    session = params.get("session")
-    if session in (None, ""):
-        return f"image:{request.image_key}:{request.adapter}", False
-    if not isinstance(session, str) or not 0 < len(session) <= 128 or not session.isprintable():
-        raise InputError("'session' must be text of 1 to 128 printable characters")
-    return f"session:{session}", True
-
-
-def reset_requested(params: dict) -> bool:
-    value = params.get("reset_state", False)
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", ""):
-            raise InputError(f"'reset_state' must be true or false, got {value!r}")
-        return value.lower() in ("true", "1")
-    return bool(value)
+def session_name(session: str | None, request: Request) -> str:
+    """The state's name: the client's `session`, else the image's content and the adapter."""
+    return f"session:{session}" if session else f"image:{request.image_key}:{request.adapter}"

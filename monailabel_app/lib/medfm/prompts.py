@@ -40,6 +40,10 @@ class InferOptions(Options):
                                  description="slices a click is followed each way; 0 = the clicked slice alone")
     uncertainty: bool = Field(False, description="also write a voxel-wise uncertainty map")
     labels: tuple[str, ...] | None = Field(None, description="automatic mode: these label names only")
+    session: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[ -~]+$",
+                                description="the interaction a request continues (printable ASCII); empty = the "
+                                            "image's content and the adapter")
+    reset_state: bool = Field(False, description="forget the session's previous answer first")
 
     @classmethod
     def from_params(cls, params: dict) -> InferOptions:

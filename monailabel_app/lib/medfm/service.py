@@ -74,14 +74,14 @@ class MedFMService:
             volume.key, version, _flat(parse_roi(params.get("roi"), volume.shape)), options.max_propagation,
             *(tuple(tuple(p) for p in parse_points(params.get(n), n, volume.shape)) for n in ("foreground",
                                                                                                 "background")))
-        name, chosen = interaction.session_name(params, request)
-        if interaction.reset_requested(params):
+        name = interaction.session_name(options.session, request)
+        if options.reset_state:
             self.interactions.drop(name)
         state = self.interactions.get(name)
         added = request.added_to(state.request) if state else None
-        if state and chosen and state.request.image_key != request.image_key:
+        if state and options.session and state.request.image_key != request.image_key:
             self.interactions.drop(name)
-            raise ConflictError(f"session {params['session']!r} was segmenting another image, or this image changed "
+            raise ConflictError(f"session {options.session!r} was segmenting another image, or this image changed "
                                 "since: its previous answer is discarded; send the request again with "
                                 "reset_state=true")
         if not added or options.uncertainty:  # not a continuation, or the same prompts again: afresh
