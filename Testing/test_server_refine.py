@@ -61,3 +61,19 @@ def test_a_session_that_meets_another_image_is_discarded_in_words(client, server
     assert params["refined_clicks"] == 0
     expect_status(lambda: client.infer("medsam_interactive", "brain1", {"session": ["x"], "foreground": [[1, 1, 1]]}),
                   400, "session")
+
+
+def test_a_click_on_a_second_slice_fills_between_even_without_propagation(client, server):
+    """max_propagation 0 keeps the answer to the clicked slices and those between them, whether the second click
+    comes in a fresh request or as a correction (CI found the correction left the slices between empty)."""
+    truth = read_ijk(server.studies / "labels" / "final" / "lung2.nii.gz")[0] > 0
+    ks = [k for k in range(truth.shape[2]) if truth[:, :, k].any()]
+    low, high = ks[len(ks) // 2] - 2, ks[len(ks) // 2] + 2
+    session = {"session": "lung2:refine-between", "max_propagation": 0}
+    first = [*centre_of(truth[:, :, low]), low]
+    client.infer("medsam_interactive", "lung2", {**session, "reset_state": True, "foreground": [first]})
+    second = [*centre_of(truth[:, :, high]), high]
+    result, params = client.infer("medsam_interactive", "lung2", {**session, "foreground": [first, second]})
+    after = read_ijk(result)[0] > 0
+    assert params["refined_clicks"] == 1 and params["slices"] == list(range(low, high + 1))
+    assert all(after[:, :, k].any() for k in range(low, high + 1))

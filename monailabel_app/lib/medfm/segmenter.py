@@ -233,7 +233,7 @@ class Segmenter:
                               bounds=prompts.box, click_boxes=_click_boxes(volume, [click]) if click[2] else None,
                               neighbours=self._neighbours(volume, label, k))
             volume.put_slice(label, k, edit.mask.astype(np.uint8))
-            first, last = self._walk_range(volume, prompts, k, max_propagation)
+            first, last = self._walk_range(volume, prompts, k, max_propagation, clicked)
             for direction, stop in ((1, last), (-1, first)):
                 self._walk_edit(volume, version, model, prompts, label, k, direction, stop, old, edit.mask,
                                 adds=click[2] == 1, clicked=clicked, counters=counters, fetched=fetched)
@@ -256,10 +256,15 @@ class Segmenter:
         return np.logical_or.reduce(near) if near else None
 
     @staticmethod
-    def _walk_range(volume: Volume, prompts: VolumePrompts, k: int, max_propagation: int) -> tuple[int, int]:
+    def _walk_range(volume: Volume, prompts: VolumePrompts, k: int, max_propagation: int,
+                    clicked: set[int]) -> tuple[int, int]:
+        """The roi's slices, else `max_propagation` each way; always as far as the other clicked slices, so a click
+        on a second slice fills the slices between, as a fresh request does (the walk stops at a clicked slice)."""
         if prompts.slice_range:
-            return min(prompts.slice_range[0], k), max(prompts.slice_range[1], k)
-        return max(0, k - max_propagation), min(volume.n_slices - 1, k + max_propagation)
+            first, last = prompts.slice_range
+        else:
+            first, last = max(0, k - max_propagation), min(volume.n_slices - 1, k + max_propagation)
+        return min([first, k, *clicked]), max([last, k, *clicked])
 
     def _walk_edit(self, volume, version, model, prompts: VolumePrompts, label, start: int, direction: int, stop: int,
                    old_start: np.ndarray, new_start: np.ndarray, adds: bool, clicked: set, counters, fetched) -> None:
