@@ -9,6 +9,7 @@ for the presenter. The Logic keeps its connection and the annotation clock, neve
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 import uuid
@@ -94,6 +95,13 @@ class MedFMAdaptLogic:
         if self.client is None:
             raise ValueError("Connect to a server first.")
         return self.client
+
+    def interaction_session(self, image_id: str, segment_id: str) -> str:
+        """The server's name for the interaction on one image's segment in this Slicer session: a request that adds
+        clicks to the previous one of this name refines the answer the radiologist sees instead of starting afresh,
+        and no other user's or segment's clicks are mixed in (the server's default is one state per image)."""
+        digest = hashlib.sha256(f"{image_id}\0{segment_id}".encode()).hexdigest()[:16]
+        return f"{self.session_id}:{digest}"
 
     @staticmethod
     def image_id(volume) -> str | None:
@@ -273,7 +281,8 @@ class MedFMAdaptLogic:
             params = prompt_nodes.slice_request(volume, nodes, axis, clicked, current)
         else:
             params = prompt_nodes.structure_request(volume, nodes, axis)
-        params = {**params, "adapter": adapter, **({"uncertainty": True} if uncertainty else {})}
+        params = {**params, "adapter": adapter, "session": self.interaction_session(image_id, target),
+                  **({"uncertainty": True} if uncertainty else {})}
         self.started.setdefault(image_id, self.clock())  # an uploaded case's annotation starts with its first call
         whole = clicked is None or propagate
 
@@ -287,7 +296,9 @@ class MedFMAdaptLogic:
             segment = segmentation.GetSegmentation().GetSegment(target).GetName()
             where = f"slice {clicked}" if not whole else f"{len(slices)} slice{'s' * (len(slices) != 1)}"
             kept = f"; kept your edits on {len(change.kept)} slices" if change.kept else ""
-            message = self._said(f"Segment ({where})", [segment], result, params, uncertainty) + kept + "."
+            refined = int(result.params.get("refined_clicks") or 0)
+            how = f"; refined with your {refined} new click{'s' * (refined != 1)}" if refined else ""
+            message = self._said(f"Segment ({where})", [segment], result, params, uncertainty) + how + kept + "."
             return Segmented(message, segmentation, target, overlay, result.params, result.label_path,
                              result.extra_files, change, placed, change.kept)
 

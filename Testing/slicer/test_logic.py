@@ -127,7 +127,8 @@ def test_a_placed_point_sends_one_clicked_slice_request_and_keeps_edits(case, tm
 
     ((_model, _image_id, sent),) = logic.client.calls
     # Slice 3 already holds a mask, so the click goes with the box around that mask and the click (grown by 2).
-    assert sent == {"max_propagation": 0, "foreground": [[6, 5, 3]], "roi": [4, 12, 3, 10, 3, 3], "adapter": "base"}
+    assert sent == {"max_propagation": 0, "foreground": [[6, 5, 3]], "roi": [4, 12, 3, 10, 3, 3], "adapter": "base",
+                    "session": logic.interaction_session("case", segment_id)}
     result = scene_lib.segment_array(segmentation, segment_id, volume)
     answer = sitk.GetArrayFromImage(label) > 0
     assert np.array_equal(result[3], answer[3])  # the clicked slice is the model's answer
@@ -197,7 +198,8 @@ def test_placing_with_the_tools_sends_one_clicked_slice_request_each(case, tmp_p
     nodes.foreground.AddControlPointWorld(*ras[:3])
 
     ((_model, _image_id, sent),) = logic.client.calls
-    assert sent == {"max_propagation": 0, "foreground": [[6, 5, 3]], "adapter": "base"}
+    assert sent == {"max_propagation": 0, "foreground": [[6, 5, 3]], "adapter": "base",
+                    "session": logic.interaction_session("case", outcomes[0].segment_id)}
     assert counts == [1] and outcomes[0].placed.role == prompt_nodes.FOREGROUND
     assert outcomes[0].change.replaced == [3]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
+from scipy import ndimage
 
 from MedFMAdapt.MedFMAdaptLib import prompt_nodes
 from MedFMAdapt.MedFMAdaptLib import scene as scene_lib
@@ -128,3 +129,43 @@ def test_a_placed_point_segments_its_slice_then_propagate_keeps_a_hand_edit(mona
     only_edit[far, :3, :3] = True
     assert np.array_equal(scene_lib.segment_array(clicked.segmentation, clicked.segment_id, volume), only_edit)
     assert nodes.foreground.GetNumberOfControlPoints() == 0 and presenter.last_prompt_step() is None
+
+
+def test_a_correction_click_refines_the_segment_the_radiologist_sees(monailabel_server, sample_datastore):
+    """With 'each prompt follows the structure' on, the panel sends every prompt with its interaction session, so a
+    background click edits the answer already in the segment (the server's refine path) instead of segmenting
+    afresh; the same segment changes, and undo puts back exactly what was there."""
+    scene = slicer.vtkMRMLScene()
+    logic = MedFMAdaptLogic(scene)
+    presenter = Presenter()
+    presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))
+    volume = run_now(logic.fetch_job(image_id="brain1")).volume
+    presenter.volume_changed(True, "brain1")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "brain1.nii.gz"))) > 0
+    lesion = np.argwhere(truth)  # [k, j, i] rows
+    low, high = lesion.min(axis=0)[::-1], lesion.max(axis=0)[::-1]  # i, j, k
+    nodes = logic.prompt_nodes()
+    volume_aligned_roi(scene, volume, half_voxels=(high - low + 1) // 2 + (2, 2, 0), center=(low + high) // 2,
+                       roi=nodes.box)
+    boxed = run_now(logic.segment_job(volume, placed=prompt_nodes.newest(nodes, prompt_nodes.BOX), propagate=True))
+    presenter.apply(Action.SEGMENT, boxed)
+    before = scene_lib.segment_array(boxed.segmentation, boxed.segment_id, volume)
+    assert boxed.params["refined_clicks"] == 0 and before.any()
+
+    wrong = before & ~truth  # brain1's box answer leaks (3D Dice 0.30): click the middle of its largest leak
+    parts, _ = ndimage.label(wrong, structure=np.ones((3, 3, 3)))
+    largest = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    k, j, i = np.unravel_index(int(np.argmax(ndimage.distance_transform_edt(largest))), largest.shape)
+    nodes.background.AddControlPointWorld(*(scene_lib.ijk_to_ras(volume) @ np.array([i, j, k, 1.0]))[:3])
+    placed = prompt_nodes.newest(nodes, prompt_nodes.BACKGROUND)
+    assert presenter.prompt_placed(placed)
+    refined = run_now(logic.segment_job(volume, segment_id=boxed.segment_id, placed=placed, propagate=True))
+    presenter.apply(Action.SEGMENT, refined)
+    after = scene_lib.segment_array(refined.segmentation, refined.segment_id, volume)
+    assert refined.params["refined_clicks"] == 1 and "refined with your 1 new click" in refined.message
+    assert refined.segment_id == boxed.segment_id and refined.segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    assert not after[k, j, i] and after[k].any()  # the leak under the click is gone, its slice is not emptied
+    assert not (after & ~before).any()  # a background click only removes
+
+    presenter.apply(Action.UNDO_PROMPT, run_now(logic.undo_prompt_job(volume, presenter.last_prompt_step())))
+    assert np.array_equal(scene_lib.segment_array(boxed.segmentation, boxed.segment_id, volume), before)
