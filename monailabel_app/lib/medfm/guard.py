@@ -97,7 +97,7 @@ def _check(mode: str, against: str, units: list[Unit], parts: dict, unjudged: li
     new = round(float(np.mean([u.new for u in units])), 4) if units else None
     active = round(float(np.mean([u.active for u in units])), 4) if units else None
     source = " + ".join(dict.fromkeys(u.source for u in units)) or " + ".join(parts) or "nothing"
-    counts = ", ".join(f"{n} {s}" for s, n in judged["units_by_source"].items())
+    counts = f"{len(units)} units (" + ", ".join(f"{s} {n}" for s, n in judged["units_by_source"].items()) + ")"
     if state is None:
         said = "nothing to judge"
     elif judged["interval"] is None:

@@ -88,6 +88,8 @@ def judge(units: list[Unit], margin: float) -> dict:
     mean = float(np.mean(diffs))
     out["diff"] = round(mean, 4)
     if n < MIN_UNITS:
+        if margin >= 1:  # a Dice difference is never below -1: with such a margin nothing can be worse
+            return {**out, "state": NOT_WORSE, "interval": None}
         return {**out, "state": CANNOT_TELL, "interval": None, "more_units": MIN_UNITS - n}
     low, high = interval(diffs)
     state = state_of(low, high, margin)
