@@ -89,8 +89,10 @@ def main() -> None:
     per_run = [{"run": r["run"], "today": r["today"], "interval": r["interval"], "verdict": r["verdict"],
                 "box": "; ".join(f"{m} {s[0]} {s[1]} n={s[2]}" for m, s in r["states"].items()),
                 "shift gain": r["shift_gain"]} for r in rows]
-    md = "\n".join([f"Both rules over the runs of `{args.result.name}` ({len(rows)} runs; recorded decisions "
-                    f"reproduced by the point rule: {sum(r['recorded'] == r['today'] for r in rows)}/{len(rows)}).",
+    agree = {rule: sum(r["recorded"] == r[rule] for r in rows) for rule in ("today", "interval")}
+    md = "\n".join([f"Both rules over the runs of `{args.result.name}` ({len(rows)} runs; the decisions the run "
+                    f"itself recorded match the point rule in {agree['today']}/{len(rows)}, the interval rule in "
+                    f"{agree['interval']}/{len(rows)}, whichever guard the run's code had).",
                     "", common.markdown_table(table, list(table[0])), "",
                     common.markdown_table(per_run, list(per_run[0])) if per_run else "", ""])
     stem.with_suffix(".md").write_text(md)
