@@ -272,3 +272,23 @@ def test_no_mode_left_to_judge_is_no_evidence(registry, tmp_path):
     decision = registry.guard(version, cases, margin=0.0)
     assert decision["activated"] is False and registry.store.active() == BASE
     assert "no mode could be judged" in decision["reason"]
+
+
+def test_validation_and_held_out_units_are_pooled_by_source(registry, tmp_path):
+    """The issue's site: box gains on validation slices and held-out slabs; one click a hair lower on one held-out
+    slab, in noise: not 'worse', and the decision says what would let it decide."""
+    version = register(registry, evidence(0.689, 0.585, n=4, spread=0.05))
+    held_out(registry, tmp_path, BASE, "interactive", {"slab1": {"hippocampus": 0.50}})
+    held_out(registry, tmp_path, version, "interactive", {"slab1": {"hippocampus": 0.57}})
+    noisy_new = {"slab1": {"hippocampus": {"0": 0.20, "1": 0.55, "2": 0.30, "3": 0.45, "4": 0.25, "5": 0.45}}}
+    noisy_old = {"slab1": {"hippocampus": {"0": 0.35, "1": 0.40, "2": 0.40, "3": 0.35, "4": 0.35, "5": 0.40}}}
+    held_out(registry, tmp_path, BASE, "click", {"slab1": {"hippocampus": 0.3757}}, noisy_old)
+    cases = held_out(registry, tmp_path, version, "click", {"slab1": {"hippocampus": 0.3667}}, noisy_new)
+    decision = registry.guard(version, cases)  # the default margin
+    box, click = decision["checks"]
+    assert box["units_by_source"] == {"validation images": 4, "held-out slices": 6} and box["state"] == "better"
+    assert {u[0] for u in box["units"]} == {"validation images", "held-out slices"}
+    assert click["state"] == "cannot tell yet" and click["passed"] is None
+    assert decision["verdict"] == "cannot tell yet" and decision["activated"] is False
+    assert "held-out image" in decision["reason"] and "worse than" not in decision["reason"]
+    assert decision["margin"] == 0.015
