@@ -305,7 +305,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.sessionLabelsLabel.text, self.ui.sessionRateLabel.text = labels, rate
         self.ui.sessionDiceLabel.text = dice
         self._fillCombo(self.ui.adapterComboBox, [a.label for a in s.adapters], [a.version for a in s.adapters],
-                        [a.reason for a in s.adapters])
+                        [a.tip for a in s.adapters])
         self._fillCombo(self.ui.strategyComboBox, s.strategies, s.strategies)
         self._fillTable(self.ui.comparisonTable, [row.cells for row in s.comparison])
         self.ui.comparisonSummaryLabel.text = s.comparison_summary
@@ -331,7 +331,7 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.clear()
         for label, value in zip(labels, values):  # noqa: B905 -- strict= needs Python 3.10; Slicer 5.6 has 3.9
             combo.addItem(label, value)
-        for index, tip in enumerate(tips or []):  # the guard's reason, on hover
+        for index, tip in enumerate(tips or []):  # the guard's intervals and reason, on hover
             combo.setItemData(index, tip, qt.Qt.ToolTipRole)
         index = combo.findData(current)
         combo.setCurrentIndex(index if index >= 0 else 0)

@@ -103,11 +103,13 @@ def test_global_adapter_enters_each_registry_through_the_checked_import_and_guar
         assert set(federation_meta["sites"]) == {s.name for s in specs}
         assert manifest["files_sha256"] and (folder / "adapter_model.safetensors").exists()
         decision = received["decision"]
-        held = [c for c in decision["checks"] if c["source"] == "held-out images"]
+        held = [c for c in decision["checks"] if "held-out images" in c["by_source"]]
         assert {c["mode"] for c in held} >= {"interactive", "click"}
-        deciding = [c for c in held if c["mode"] == c["against"] and c["passed"] is not None]
-        assert all(max(c["new"], c["active"]) < decision["floor"] for c in held if c["passed"] is None)
-        assert decision["activated"] == (bool(deciding) and all(c["passed"] for c in deciding))
+        deciding = [c for c in held if c["mode"] == c["against"] and c["state"] is not None]
+        assert all(max(c["by_source"]["held-out images"]["new"], c["by_source"]["held-out images"]["active"])
+                   < decision["floor"] for c in held if c["state"] is None)  # nothing left to judge
+        assert decision["activated"] == (bool(deciding) and all(c["state"] in ("better", "not worse")
+                                                                for c in deciding))
         active = json.loads((spec.models / "adapters" / "litemedsam" / "active.json").read_text()) \
             if (spec.models / "adapters" / "litemedsam" / "active.json").exists() else {"version": "base"}
         assert (active["version"] == received["version"]) == decision["activated"]

@@ -29,9 +29,15 @@ def register(registry: Registry, evidence: dict | None) -> str:
                                                    labels={"lesion": {"value": 1, "token": 0}}, evidence=evidence))
 
 
-def evidence(new: float, active: float, against: str = BASE) -> dict:
-    return {"source": "validation images", "compared_with": against, "slices": 4, "images": ["brain2"],
-            "modes": {"interactive": {"new": new, "active": active}}}
+def units(new: float, active: float, n: int = 8, spread: float = 0.0) -> dict:
+    """`n` paired slice x label scores whose new-minus-active differences average `new - active`, spread by +-`spread`
+    (alternating), as evidence.py records them."""
+    return {f"brain2:{k}:1": [round(new + (spread if k % 2 else -spread), 4), active] for k in range(n)}
+
+
+def evidence(new: float, active: float, against: str = BASE, n: int = 8, spread: float = 0.0) -> dict:
+    return {"source": "validation images", "compared_with": against, "slices": n, "images": ["brain2"],
+            "modes": {"interactive": {"new": new, "active": active, "units": units(new, active, n, spread)}}}
 
 
 def test_no_evidence_registers_inactive_and_an_admin_may_still_activate(registry):
@@ -52,17 +58,65 @@ def test_at_least_as_good_goes_live_and_worse_does_not(registry):
     worse = register(registry, evidence(0.79, 0.80, against=good))
     decision = registry.guard(worse, [], margin=0.0)
     assert decision["activated"] is False and "not activated" in decision["reason"]
-    assert decision["checks"] == [{"source": "validation images", "mode": "interactive", "against": "interactive",
-                                   "new": 0.79, "active": 0.80, "passed": False,
-                                   "summary": decision["checks"][0]["summary"]}]
+    (check,) = decision["checks"]
+    assert {k: check[k] for k in ("source", "mode", "against", "new", "active", "passed", "state", "interval",
+                                  "n_units")} == {
+        "source": "validation images", "mode": "interactive", "against": "interactive", "new": 0.79, "active": 0.80,
+        "passed": False, "state": "worse", "interval": [-0.01, -0.01], "n_units": 8}
+    assert decision["verdict"] == "worse" and len(check["units"]) == 8
     assert registry.store.active() == good
     assert registry.listing()["adapters"][1]["decision"]["activated"] is False
 
 
+# ---- the four answers, on recorded scores (no model runs) -------------------------------------------------------
+@pytest.mark.parametrize(("new", "spread", "margin", "state", "activated"), [
+    (0.85, 0.02, 0.01, "better", True),  # +0.05, tight: the lower bound is above 0
+    (0.797, 0.002, 0.01, "not worse", True),  # -0.003: the lower bound (-0.005) clears -margin
+    (0.70, 0.01, 0.01, "worse", False),  # -0.10: the upper bound is far below -margin
+    (0.791, 0.20, 0.01, "cannot tell yet", False),  # -0.009 in +-0.2 of noise: the issue's coin flip
+])
+def test_the_four_answers(registry, new, spread, margin, state, activated):
+    version = register(registry, evidence(new, 0.80, spread=spread))
+    decision = registry.guard(version, [], margin=margin)
+    (check,) = decision["checks"]
+    assert check["state"] == decision["verdict"] == state and decision["activated"] is activated
+    assert registry.store.active() == (version if activated else BASE)
+    low, high = check["interval"]
+    assert low <= check["diff"] <= high and decision["margin"] == margin and decision["confidence"] == 0.9
+    if state == "cannot tell yet":
+        assert "not enough evidence" in decision["reason"] and "worse" not in decision["reason"]
+        assert check["more_units"] > 0 and "more paired unit" in decision["reason"]
+    if state == "worse":
+        assert "worse than base beyond the margin" in decision["reason"]
+
+
+def test_too_few_units_cannot_tell_and_say_how_many_more(registry):
+    version = register(registry, evidence(0.95, 0.50, n=2))  # a big gain, but on two slices
+    decision = registry.guard(version, [], margin=0.01)
+    (check,) = decision["checks"]
+    assert check["state"] == "cannot tell yet" and check["interval"] is None and check["more_units"] == 3
+    assert decision["activated"] is False and "fewer than 5 units" in decision["reason"]
+
+
+def test_the_same_scores_give_the_same_interval(registry):
+    first = registry.guard(register(registry, evidence(0.79, 0.80, spread=0.2)), [], margin=0.01)
+    second = registry.guard(register(registry, evidence(0.79, 0.80, spread=0.2)), [], margin=0.01)
+    assert first["checks"][0]["interval"] == second["checks"][0]["interval"]
+
+
+def test_evidence_recorded_before_units_cannot_tell(registry):
+    old = {"source": "validation images", "compared_with": BASE, "slices": 4, "images": ["brain2"],
+           "modes": {"interactive": {"new": 0.9, "active": 0.5}}}
+    decision = registry.guard(register(registry, old), [], margin=0.01)
+    assert decision["verdict"] == "cannot tell yet" and decision["checks"][0]["n_units"] == 1
+    assert decision["activated"] is False
+
+
 def auto_evidence(box_new: float, box_active: float, auto_new: float) -> dict:
     """Validation of a version with a prompt-free head, against the base FM (which has no automatic mode)."""
-    return {**evidence(box_new, box_active), "modes": {"interactive": {"new": box_new, "active": box_active},
-                                                       "automatic": {"new": auto_new, "active": None}}}
+    return {**evidence(box_new, box_active), "modes": {
+        "interactive": {"new": box_new, "active": box_active, "units": units(box_new, box_active)},
+        "automatic": {"new": auto_new, "active": None, "units": units(auto_new, box_active)}}}
 
 
 @pytest.mark.parametrize(("auto_new", "serves"), [(0.30, ["interactive"]), (0.55, ["interactive", "automatic"])])
@@ -127,16 +181,24 @@ def test_click_mode_scores_one_click_at_the_structure_centre(sample_datastore: P
     assert result["images"]["lung2"]["lesion"]["dice"] >= 0.8  # a click near the lesion's centre: 0.92 measured
 
 
-def held_out(registry: Registry, tmp_path: Path, version: str, mode: str, dice: dict[str, dict[str, float]]) -> list:
-    """Record `version`'s held-out `mode` Dice per image and label, as `Registry.evaluate` stores them, and return
-    the cases, so the guard decides on these figures without running the FM."""
+SLICE_OFFSETS = (-0.02, -0.01, 0.0, 0.0, 0.01, 0.02)  # six slices per structure, averaging its 3D Dice
+
+
+def held_out(registry: Registry, tmp_path: Path, version: str, mode: str, dice: dict[str, dict[str, float]],
+             slices: dict[str, dict[str, dict[str, float]]] | None = None) -> list:
+    """Record `version`'s held-out `mode` Dice per image and label (and per slice: `slices`, else six slices
+    around the image's Dice), as `Registry.evaluate` stores them, and return the cases, so the guard decides on
+    these figures without running the FM."""
     cases = []
     for image_id in dice:
         image, label = tmp_path / f"{image_id}.nii.gz", tmp_path / f"{image_id}_label.nii.gz"
         image.write_bytes(image_id.encode())
         label.write_bytes(image_id.encode() * 2)
         cases.append(HeldOutCase(image_id, str(image), str(label)))
-    images = {i: {n: {"dice": d, "hd95_mm": None} for n, d in labels.items()} for i, labels in dice.items()}
+    slices = slices or {}
+    images = {i: {n: {"dice": d, "hd95_mm": None, "slices": slices.get(i, {}).get(n) or {
+        str(k): round(min(1.0, max(0.0, d + o)), 4) for k, o in enumerate(SLICE_OFFSETS)}}
+        for n, d in labels.items()} for i, labels in dice.items()}
     every = [d for labels in dice.values() for d in labels.values()]
     names = {n for labels in dice.values() for n in labels}
     mean = {"dice": round(sum(every) / len(every), 4), "hd95_mm": None,
@@ -165,8 +227,10 @@ def test_a_mode_neither_version_serves_on_a_label_is_not_judged(registry, tmp_pa
     assert decision["activated"] and registry.store.active() == version and decision["floor"] == 0.2
     box, click = decision["checks"]
     assert box["passed"] and "not_judged" not in box
-    assert click["passed"] is None and click["not_judged"] == ["gm", "wm"]
-    assert (click["new"], click["active"]) == (0.04, 0.06)  # the figures reported are still every label's mean
+    assert click["passed"] is None and click["state"] is None and click["not_judged"] == ["gm", "wm"]
+    # the held-out means reported are still every label's
+    assert click["by_source"]["held-out images"] == {"new": 0.04, "active": 0.06, "images": 1}
+    assert box["units_by_source"] == {"held-out slices": 12}  # one image x two labels: judged by its slices
     assert "gm, wm not judged: both versions below Dice 0.2" in decision["reason"]
 
 
@@ -175,6 +239,7 @@ def test_with_no_floor_every_label_is_judged(registry, tmp_path):
     decision = registry.guard(version, slab_site(registry, tmp_path, version), margin=0.0, floor=0.0)
     assert decision["activated"] is False and registry.store.active() == BASE
     assert [c["passed"] for c in decision["checks"]] == [True, False]
+    assert [c["state"] for c in decision["checks"]] == ["better", "worse"] and decision["verdict"] == "worse"
 
 
 def test_a_label_one_version_serves_is_still_judged(registry, tmp_path):
@@ -186,7 +251,7 @@ def test_a_label_one_version_serves_is_still_judged(registry, tmp_path):
     cases = held_out(registry, tmp_path, version, "click", {"brain1": {"lesion": 0.60, "gm": 0.19}})
     decision = registry.guard(version, cases, margin=0.0)
     click = decision["checks"][1]
-    assert click["not_judged"] == ["gm"] and (click["judged_new"], click["judged_active"]) == (0.60, 0.70)
+    assert click["not_judged"] == ["gm"] and (click["new"], click["active"]) == (0.60, 0.70)  # judged units only
     assert click["passed"] is False and decision["activated"] is False and registry.store.active() == BASE
     # A version that keeps the lesion's clicks goes live though its mean click Dice (0.355) is below base's (0.36):
     # what it lost on grey matter is noise under the floor.
@@ -194,7 +259,8 @@ def test_a_label_one_version_serves_is_still_judged(registry, tmp_path):
     held_out(registry, tmp_path, better, "interactive", {"brain1": {"lesion": 0.65, "gm": 0.45}})
     cases = held_out(registry, tmp_path, better, "click", {"brain1": {"lesion": 0.71, "gm": 0.0}})
     decision = registry.guard(better, cases, margin=0.0)
-    assert decision["checks"][1]["new"] < decision["checks"][1]["active"] and decision["activated"]
+    held = decision["checks"][1]["by_source"]["held-out images"]
+    assert held["new"] < held["active"] and decision["activated"]
 
 
 def test_no_mode_left_to_judge_is_no_evidence(registry, tmp_path):
@@ -206,3 +272,23 @@ def test_no_mode_left_to_judge_is_no_evidence(registry, tmp_path):
     decision = registry.guard(version, cases, margin=0.0)
     assert decision["activated"] is False and registry.store.active() == BASE
     assert "no mode could be judged" in decision["reason"]
+
+
+def test_validation_and_held_out_units_are_pooled_by_source(registry, tmp_path):
+    """The issue's site: box gains on validation slices and held-out slabs; one click a hair lower on one held-out
+    slab, in noise: not 'worse', and the decision says what would let it decide."""
+    version = register(registry, evidence(0.689, 0.585, n=4, spread=0.05))
+    held_out(registry, tmp_path, BASE, "interactive", {"slab1": {"hippocampus": 0.50}})
+    held_out(registry, tmp_path, version, "interactive", {"slab1": {"hippocampus": 0.57}})
+    noisy_new = {"slab1": {"hippocampus": {"0": 0.20, "1": 0.55, "2": 0.30, "3": 0.45, "4": 0.25, "5": 0.45}}}
+    noisy_old = {"slab1": {"hippocampus": {"0": 0.35, "1": 0.40, "2": 0.40, "3": 0.35, "4": 0.35, "5": 0.40}}}
+    held_out(registry, tmp_path, BASE, "click", {"slab1": {"hippocampus": 0.3757}}, noisy_old)
+    cases = held_out(registry, tmp_path, version, "click", {"slab1": {"hippocampus": 0.3667}}, noisy_new)
+    decision = registry.guard(version, cases)  # the default margin
+    box, click = decision["checks"]
+    assert box["units_by_source"] == {"validation images": 4, "held-out slices": 6} and box["state"] == "better"
+    assert {u[0] for u in box["units"]} == {"validation images", "held-out slices"}
+    assert click["state"] == "cannot tell yet" and click["passed"] is None
+    assert decision["verdict"] == "cannot tell yet" and decision["activated"] is False
+    assert "held-out image" in decision["reason"] and "worse than" not in decision["reason"]
+    assert decision["margin"] == 0.015

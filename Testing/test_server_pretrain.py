@@ -67,11 +67,12 @@ def test_pretrain_on_unlabelled_scans_then_continue_with_labels(site, site_clien
     assert any(float(v.abs().max()) > 0 for k, v in weights.items() if "lora_B" in k)
     # The guard decided on the held-out image, as for any version.
     decision = requests.get(f"{site.url}/medfm/adapters/{ssl_version}", timeout=60).json()["decision"]
-    held = [c for c in decision["checks"] if c["source"] == "held-out images"]
+    held = [c for c in decision["checks"] if "held-out images" in c["by_source"]]
     assert {c["mode"] for c in held} == {"interactive", "click"}
-    judged = [c for c in held if c["passed"] is not None]  # a mode neither version serves on any label: not judged
-    assert all(max(c["new"], c["active"]) < decision["floor"] for c in held if c["passed"] is None)
-    assert decision["activated"] == (bool(judged) and all(c["passed"] for c in judged))
+    judged = [c for c in held if c["state"] is not None]  # a mode neither version serves on any label: not judged
+    assert all(max(c["by_source"]["held-out images"]["new"], c["by_source"]["held-out images"]["active"])
+               < decision["floor"] for c in held if c["state"] is None)
+    assert decision["activated"] == (bool(judged) and all(c["state"] in ("better", "not worse") for c in judged))
 
     # Bad parents are refused before a training starts.
     expect_status(lambda: client.train_start("medsam_adapt", {"method": "lora", "parent": "v0099"}), 404, "v0099")

@@ -148,6 +148,10 @@ class Bench:
         start = time.perf_counter()
         cases = [HeldOutCase(v.image_id, v.image_path, v.label_path) for v in test]
         decision = self.registry.guard(version, cases, cfg.regression_margin, cfg.serving_floor)
+        # What the guard judged, per unit (cached evaluations, no new inference): so any rule can judge the same run.
+        modes = ("interactive", "click") + (("automatic",) if store.manifest(version).auto_head else ())
+        held_out = {mode: {"new": self.registry.evaluate(version, cases, mode), "active": self.registry.evaluate(
+            BASE, cases, "interactive" if mode == "automatic" else mode)} for mode in modes}
         store.set_active(BASE)  # every run is judged against the base FM
         guard_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -159,6 +163,7 @@ class Bench:
                 "train_images": manifest.to_json().get("train_images"),
                 "val_images": manifest.to_json().get("val_images"),
                 "val_gap_slices": manifest.val_gap_slices, "evidence": manifest.evidence,
+                "guard_inputs": {"held_out": held_out, "margin": cfg.regression_margin, "floor": cfg.serving_floor},
                 "epochs": summary["epochs"], "steps": summary["epochs"] * per_epoch, "train_slices": train_slices,
                 "trainable_params": summary["trainable_params"], "adapter_bytes": summary["adapter_bytes"],
                 "train_wall_s": round(timer.s, 2), "guard_s": round(guard_s, 2),
@@ -452,6 +457,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build the site and models here and keep them (default: temp)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the size's seeds")
     parser.add_argument("--ks", type=int, nargs="+", help="override the size's K values")
+    parser.add_argument("--parts", nargs="+", choices=["slab", "pair"], help="run these parts only")
+    parser.add_argument("--no-noc", action="store_true", help="no simulated annotator sessions (guard studies)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own); on a CPU shared with "
                                                     "other work, fewer threads than cores avoid oversubscription")
     parser.add_argument("--render", type=Path, help="rewrite the table, plot and summary of a result JSON from its "
@@ -477,6 +484,11 @@ def main() -> None:
                           list(PAIR_DIRECTIONS[:size["n_pairs"]]))
         bench = Bench(site, size, dev, work / "models")
         splits, todo = plan(site, size)
+        if args.parts:
+            splits = [s for s in splits if s["part"] in args.parts]
+            todo = [r for r in todo if r["part"] in args.parts]
+        if args.no_noc:
+            size["noc"] = {**size["noc"], "slab": None, "pair": None}
         print(f"[{time.perf_counter() - start:7.1f}s] site built in {work}: {len(splits)} splits, {len(todo)} "
               "adaptation runs", flush=True)
         zero = []

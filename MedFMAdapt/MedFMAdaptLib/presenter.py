@@ -130,7 +130,8 @@ class AdapterRow:
     `val_dice` the best validation Dice of its training run, shown only when there is no held-out number.
     `guard` is the server's activation decision (None for base or a version never checked), `reason` its words,
     `by_hand` whether an admin activated it anyway; `prompts_only` that the guard let it serve box and click
-    prompts but not automatic mode (its automatic masks were worse than a box on the live version).
+    prompts but not automatic mode (its automatic masks were worse than a box on the live version); `verdict` the
+    guard's word for it against what was live, with each mode's interval in `intervals`.
     """
 
     version: str
@@ -144,6 +145,13 @@ class AdapterRow:
     prompts_only: bool = False
     federated: str = ""
     parent: str = ""
+    verdict: str = ""  # the guard's word: better / not worse / worse / cannot tell yet (empty before it said one)
+    intervals: str = ""  # per mode, the paired difference and its interval, shown on hover above the reason
+
+    @property
+    def tip(self) -> str:
+        """What the selector shows on hover: the guard's intervals, then its reason."""
+        return "\n".join(t for t in (self.intervals, self.reason) if t)
 
     @property
     def label(self) -> str:
@@ -157,6 +165,7 @@ class AdapterRow:
             ([self.federated] if self.federated else [])
         method = f" ({', '.join(details)})" if self.method else ""
         flags = (["active"] if self.active else []) + (["activated by hand"] if self.by_hand else []) + \
+            ([f"guard: {self.verdict}"] if self.verdict else []) + \
             (["not activated by the guard"] if self.guard is False else []) + \
             (["automatic off"] if self.prompts_only else [])
         return f"{self.version}{method}, {dice}" + (f" [{', '.join(flags)}]" if flags else "")
@@ -575,6 +584,8 @@ class Presenter:
                 prompts_only=(a.get("decision") or {}).get("serves") == ["interactive"],
                 federated=_federation_words((a.get("imported_from") or {}).get("federation")),
                 parent=_continued_from(a),
+                verdict=str((a.get("decision") or {}).get("verdict") or ""),
+                intervals=_interval_words(a.get("decision")),
             )
             for a in registry.get("adapters") or []
             if isinstance(a, dict)
@@ -582,6 +593,26 @@ class Presenter:
         if not any(r.version == "base" for r in rows):
             rows.insert(0, AdapterRow("base", active=active == "base"))
         return rows
+
+
+def _interval_words(decision: Any) -> str:
+    """One line per judged mode: 'interactive: +0.052 [+0.031, +0.074] over 12 units, better (margin 0.015)'."""
+    if not isinstance(decision, dict):
+        return ""
+    lines = []
+    for c in decision.get("checks") or []:
+        if not isinstance(c, dict) or not c.get("state"):
+            continue
+        low_high = c.get("interval")
+        spread = f" [{low_high[0]:+.3f}, {low_high[1]:+.3f}]" if isinstance(low_high, list) else ""
+        diff = c.get("diff")
+        diff_words = f"{diff:+.3f}" if isinstance(diff, (int, float)) else "?"
+        against = f" vs {c['against']}" if c.get("against") not in (None, c.get("mode")) else ""
+        lines.append(f"{c.get('mode')}{against}: {diff_words}{spread} over {c.get('n_units')} units, {c['state']}")
+    if lines:
+        lines.append(f"({round(100 * (decision.get('confidence') or 0))}% interval of the mean paired Dice "
+                     f"difference, margin {decision.get('margin')})")
+    return "\n".join(lines)
 
 
 def _federation_words(federation: Any) -> str:

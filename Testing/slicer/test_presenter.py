@@ -70,25 +70,43 @@ def test_registry_actions(connected, info, registry):
     assert connected.enabled(Action.COMPARE)
     assert [a.label for a in connected.state.adapters] == [
         "base, not evaluated",
-        "v0001 (lora), held-out Dice 0.682 [active]",
+        "v0001 (lora), held-out Dice 0.682 [active, guard: not worse]",
         "v0002 (dora), no held-out Dice (validation 0.740)",
     ]
 
 
 def test_adapter_list_shows_the_guards_decision(connected, info, registry):
     """A version the guard kept inactive says so, with the server's reason on hover; one activated anyway says so."""
-    kept = like(registry["adapters"][0]["decision"], activated=False,
+    kept = like(registry["adapters"][0]["decision"], activated=False, verdict="worse",
                 reason="interactive Dice 0.41 vs active 0.80 on validation images: worse than v0001 beyond the "
                        "margin of 0.0; registered but not activated")
     rows = [registry["adapters"][0], like(registry["adapters"][1], decision=kept)]
     connected.registry_changed(like(registry, adapters=rows))
     v2 = connected.state.adapters[2]
-    assert v2.label == "v0002 (dora), no held-out Dice (validation 0.740) [not activated by the guard]"
+    assert v2.label == "v0002 (dora), no held-out Dice (validation 0.740) [guard: worse, not activated by the guard]"
     assert "registered but not activated" in v2.reason
     by_hand = like(kept, manual=[{"by": "admin", "at": "2026-11-28T09:00:00+00:00"}])
     rows = [like(registry["adapters"][0], active=False), like(rows[1], active=True, decision=by_hand)]
     connected.registry_changed(like(registry, active="v0002", adapters=rows))
-    assert connected.state.adapters[2].label.endswith("[active, activated by hand, not activated by the guard]")
+    assert connected.state.adapters[2].label.endswith(
+        "[active, activated by hand, guard: worse, not activated by the guard]")
+
+
+@pytest.mark.parametrize("verdict", ["better", "not worse", "worse", "cannot tell yet"])
+def test_adapter_list_shows_the_guards_verdict_with_the_interval_on_hover(connected, info, registry, verdict):
+    """The guard's word for a version against what was live, and each judged mode's interval when hovered."""
+    check = {"mode": "interactive", "against": "interactive", "state": verdict, "diff": -0.009,
+             "interval": [-0.041, 0.022], "n_units": 12}
+    unjudged = {"mode": "click", "against": "click", "state": None, "diff": None, "interval": None, "n_units": 0}
+    decision = like(registry["adapters"][0]["decision"], verdict=verdict, activated=verdict in ("better", "not worse"),
+                    checks=[check, unjudged], confidence=0.9, margin=0.015)
+    rows = [registry["adapters"][0], like(registry["adapters"][1], decision=decision)]
+    connected.registry_changed(like(registry, adapters=rows))
+    v2 = connected.state.adapters[2]
+    assert f"guard: {verdict}" in v2.label
+    assert v2.tip.splitlines()[:2] == [
+        f"interactive: -0.009 [-0.041, +0.022] over 12 units, {verdict}",
+        "(90% interval of the mean paired Dice difference, margin 0.015)"]
 
 
 def test_adapter_list_says_when_automatic_mode_stays_off(connected, info, registry):
@@ -96,7 +114,8 @@ def test_adapter_list_says_when_automatic_mode_stays_off(connected, info, regist
     decision = like(registry["adapters"][0]["decision"], serves=["interactive"])
     rows = [like(registry["adapters"][0], decision=decision), registry["adapters"][1]]
     connected.registry_changed(like(registry, adapters=rows))
-    assert connected.state.adapters[1].label == "v0001 (lora), held-out Dice 0.682 [active, automatic off]"
+    assert connected.state.adapters[1].label == (
+        "v0001 (lora), held-out Dice 0.682 [active, guard: not worse, automatic off]")
 
 
 def test_adapter_list_shows_a_federated_version(connected, info, registry):

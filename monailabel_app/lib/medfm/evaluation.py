@@ -92,10 +92,20 @@ def evaluate(segmenter: Segmenter, version: str, cases: list[HeldOutCase], label
                 roi = jittered_roi(truth, case.image_id, value, jitter)
                 pred = segmenter.interactive(volume, resolve(volume, roi=roi), version).label > 0
             scores[name] = {"dice": round(dice(pred, truth == value), 4),
-                            "hd95_mm": _round(hd95(pred, truth == value, volume.spacing))}
+                            "hd95_mm": _round(hd95(pred, truth == value, volume.spacing)),
+                            "slices": slice_dice(pred, truth == value, volume.slice_axis)}
         per_image[case.image_id] = scores
     return {"version": version, "mode": mode, "jitter_voxels": jitter, "images": per_image,
             "mean": means(per_image)}
+
+
+def slice_dice(pred: np.ndarray, truth: np.ndarray, axis: int) -> dict[str, float]:
+    """Dice on each slice where the structure or the prediction is (slice index -> Dice): the units the guard pairs
+    when held-out images are too few to judge a difference by images alone."""
+    pred, truth = np.moveaxis(pred, axis, 0), np.moveaxis(truth, axis, 0)
+    both = (pred & truth).reshape(len(pred), -1).sum(1)
+    total = pred.reshape(len(pred), -1).sum(1) + truth.reshape(len(truth), -1).sum(1)
+    return {str(k): round(float(2 * both[k] / total[k]), 4) for k in np.flatnonzero(total)}
 
 
 def compare(a: dict, b: dict) -> dict:

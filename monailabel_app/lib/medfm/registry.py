@@ -10,12 +10,13 @@ import hashlib
 import time
 from pathlib import Path
 
-from .adaptation.config import SERVING_FLOOR
+from .adaptation.config import REGRESSION_MARGIN, SERVING_FLOOR
 from .adapter_archive import export_version, import_archive
 from .adapter_store import BASE, DECISIONS
 from .digest import sha256_file
-from .evaluation import HeldOutCase, compare, evaluate, means
+from .evaluation import HeldOutCase, compare, evaluate
 from .files import read_json, write_json_atomic
+from .guard import HELD_OUT_IMAGES, decide
 from .manifest import utc_now
 from .service import MedFMService
 
@@ -68,8 +69,13 @@ class Registry:
         if records:
             return records[-1]["mean"]["dice"]
         decision = self.decision(version) or {}
-        held = [c["new"] for c in decision.get("checks", []) if c["source"] == "held-out images"]
-        return held[0] if held else None
+        for check in decision.get("checks", []):
+            held = (check.get("by_source") or {}).get(HELD_OUT_IMAGES)
+            if held:
+                return held["new"]
+            if check["source"] == HELD_OUT_IMAGES:  # a decision taken before checks pooled their sources
+                return check["new"]
+        return None
 
     def decision(self, version: str) -> dict | None:
         return read_json(self.decisions / f"{version}.json") or None
@@ -124,31 +130,22 @@ class Registry:
     def compare(self, a: str, b: str, cases: list[HeldOutCase], mode: str = "interactive", jitter: int = 3) -> dict:
         return compare(self.evaluate(a, cases, mode, jitter), self.evaluate(b, cases, mode, jitter))
 
-    def guard(self, version: str, cases: list[HeldOutCase], margin: float = 0.0,
+    def guard(self, version: str, cases: list[HeldOutCase], margin: float = REGRESSION_MARGIN,
               floor: float = SERVING_FLOOR) -> dict:
-        """Activate `version` only on evidence, from data it did not train on, that it is at least as good as the
-        active one (less `margin`) in every mode it serves; with no evidence it stays registered and inactive.
+        """Activate `version` only on evidence, from data it did not train on, that it is not worse than the active
+        one in every mode it serves, judged by non-inferiority (guard.py): per mode the paired scores of validation
+        slices and held-out images, pooled, must give an interval whose lower bound clears -`margin`. Worse, or too
+        little evidence to tell, keeps it registered and inactive, and the decision says which.
 
         Where the active version has no automatic mode, the new one's automatic Dice is held against the active
-        version's box-prompted Dice on the same data: automatic mode is served only if it is at least as good as
-        drawing a box with what is live; otherwise the version may go live for box and click prompts alone.
-        On held-out images a label where both versions score below `floor` in a mode is not judged in that mode
-        (neither serves it there); a mode with no label left to judge does not decide.
+        version's box-prompted Dice on the same data: automatic mode is served only if it is not worse than drawing
+        a box with what is live; otherwise the version may go live for box and click prompts alone. On held-out
+        images a label where both versions score below `floor` in a mode is not judged in that mode (neither serves
+        it there); a mode with no unit left to judge does not decide.
         """
         current = self.store.active()
         manifest = self.store.manifest(version)
-        checks, notes = [], []
-        evidence = manifest.evidence
-        if evidence and evidence.get("compared_with") == current:
-            modes = evidence["modes"]
-            for mode in (m for m in ("interactive", "automatic") if m in modes):
-                active, against = modes[mode]["active"], mode
-                if mode == "automatic" and active is None:
-                    active, against = modes["interactive"]["active"], "interactive"
-                checks.append(_check(evidence["source"], mode, modes[mode]["new"], active, margin, against))
-        elif evidence:
-            notes.append(f"its validation compared it with {evidence.get('compared_with')}, but {current} is "
-                         "active now, so that evidence does not count")
+        held_out = {}
         if cases:
             current_auto = bool(self.store.manifest(current).label_tokens())
             # A click is judged apart from a box: adapting can keep boxes and still lose clicks (site benchmark,
@@ -156,36 +153,10 @@ class Registry:
             modes = ("interactive", "click") + (("automatic",) if manifest.auto_head else ())
             for mode in modes:
                 against = mode if mode != "automatic" or current_auto else "interactive"
-                checks.append(_held_out_check(mode, self.evaluate(version, cases, mode),
-                                              self.evaluate(current, cases, against), margin, floor))
-        # A check of a mode against the same mode of the active version decides activation; automatic checks
-        # against box prompts (nothing live serves automatic) decide only whether automatic mode is served.
-        # A check left with nothing to judge (passed None) decides nothing and serves nothing.
-        deciding = [c for c in checks if c["mode"] == c["against"] and c["passed"] is not None]
-        activated = bool(deciding) and all(c["passed"] for c in deciding)
-        automatic = [c for c in checks if c["mode"] == "automatic"]
-        serves = ["interactive"] + (["automatic"] if automatic and all(c["passed"] for c in automatic) else [])
-        if not checks:
-            reason = ("no evidence from data it did not train on (no held-out images, no second labelled image, "
-                      "and too few labelled slices to hold some apart): registered but not activated; an admin "
-                      "can activate it by hand")
-        elif not deciding:
-            reason = "; ".join(c["summary"] for c in checks) + (
-                ": no mode could be judged, registered but not activated; an admin can activate it by hand")
-        else:
-            reason = "; ".join(c["summary"] for c in checks) + (
-                f": at least as good as {current} (margin {margin}), activated" if activated
-                else f": worse than {current} beyond the margin of {margin}; registered but not activated")
-            if activated and automatic and "automatic" not in serves:
-                reason += ("; automatic mode stays off: its masks were worse than box prompts on the live version, "
-                           "so a radiologist is better served drawing a box")
-        first = checks[0] if checks else {}
-        decision = {"activated": activated, "compared_with": current, "margin": margin, "floor": floor,
-                    "checks": checks,
-                    "serves": serves if activated else [],
-                    "mode": first.get("mode"), "new_dice": first.get("new"), "active_dice": first.get("active"),
-                    "reason": "; ".join([reason, *notes]), "decided_at": utc_now(), "manual": []}
-        if activated:
+                held_out[mode] = (self.evaluate(version, cases, mode), self.evaluate(current, cases, against))
+        decision = {**decide(current, manifest.evidence, held_out, margin, floor), "decided_at": utc_now(),
+                    "manual": []}
+        if decision["activated"]:
             self.store.set_active(version)
         self._write_decision(version, decision)
         return decision
@@ -203,41 +174,3 @@ class Registry:
             digest.update(sha256_file(Path(case.image_path)).encode())
             digest.update(sha256_file(Path(case.label_path)).encode())
         return f"{mode}:{jitter}:{digest.hexdigest()[:16]}"
-
-
-def _check(source: str, mode: str, new: float | None, active: float | None, margin: float,
-           against: str | None = None) -> dict:
-    """One comparison of the new version's `mode` with the active version's `against` mode (the same by default):
-    passed when the new version scored and is not below the active one by more than `margin`."""
-    against = against or mode
-    passed = new is not None and (active is None or new >= active - margin)
-    versus = "nothing to compare with" if active is None else f"active {against} {active}"
-    return {"source": source, "mode": mode, "against": against, "new": new, "active": active, "passed": passed,
-            "summary": f"{mode} Dice {new} vs {versus} on {source}"}
-
-
-def _held_out_check(mode: str, new_eval: dict, old_eval: dict, margin: float, floor: float) -> dict:
-    """`_check` of two held-out evaluations, judged only on the labels where at least one version reaches `floor`.
-
-    `new` and `active` stay the means over every label (the figures reported); the labels left out are listed under
-    `not_judged`, and `passed` is None when none is left.
-    """
-    check = _check("held-out images", mode, new_eval["mean"]["dice"], old_eval["mean"]["dice"], margin,
-                   old_eval["mode"])
-    new_by, old_by = new_eval["mean"]["dice_by_label"], old_eval["mean"]["dice_by_label"]
-    unjudged = sorted(n for n in new_by.keys() & old_by.keys() if max(new_by[n], old_by[n]) < floor)
-    if not unjudged:
-        return check
-    new, old = _mean_dice_without(new_eval, unjudged), _mean_dice_without(old_eval, unjudged)
-    below = f"{', '.join(unjudged)} not judged: both versions below Dice {floor}"
-    if new is None or old is None:
-        return {**check, "passed": None, "not_judged": unjudged, "summary": f"{check['summary']} ({below})"}
-    passed = new >= old - margin
-    return {**check, "passed": passed, "not_judged": unjudged, "judged_new": new, "judged_active": old,
-            "summary": f"{check['summary']} ({below}; on the others {new} vs {old})"}
-
-
-def _mean_dice_without(result: dict, labels: list[str]) -> float | None:
-    return means({image: {name: s for name, s in scores.items() if name not in labels}
-                  for image, scores in result["images"].items()})["dice"]
-

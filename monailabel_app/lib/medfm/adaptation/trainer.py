@@ -211,43 +211,54 @@ def _decode_in_model_frame(backend, model, emb, prompts, samples):
 
 @torch.no_grad()
 def evaluate(backend, model, samples: list[SliceSample], cfg: AdaptConfig, label_tokens, dev, auto: bool,
-             base_embedded: bool = False) -> dict:
+             base_embedded: bool = False, units: bool = False) -> dict:
     """Mean slice Dice on validation slices: box-prompted (box from the label, no jitter) and prompt-free.
 
     `base_embedded`: `model` has the base encoder, so the samples' stored base embeddings stand for its own.
+    `units`: also return each slice x label's Dice (`box_units`, `auto_units`: unit id -> Dice), which the guard
+    pairs with the active version's to judge a difference against its own spread.
     """
     if not samples:
         return {}
     model.eval()
     box_scores, auto_scores = [], []
+    box_units: dict[str, float] = {}
+    auto_units: dict[str, float] = {}
     for n in range(0, len(samples), cfg.batch_size):
         batch = samples[n:n + cfg.batch_size]
         if base_embedded and all(s.embedding is not None for s in batch):
             emb = torch.cat([s.embedding for s in batch]).to(dev)
         else:
             emb = _embed(backend, model, batch, dev, grad=False)
-        items, targets, kinds = [], [], []
+        items, targets, kinds, ids = [], [], [], []
         for i, s in enumerate(batch):
             for value in s.present:
                 items.append((i, SlicePrompt(box=box_from_mask(s.targets[value], 0.0, None)), s))
                 targets.append(s.targets[value])
                 kinds.append("box")
+                ids.append(f"{s.image_id}:{s.slice_index}:{value}")
             if auto:
                 for value in (v for v in s.present if v in label_tokens):  # a label this model learned
                     items.append((i, SlicePrompt(label_index=label_tokens[value]), s))
                     targets.append(s.targets[value])
                     kinds.append("auto")
+                    ids.append(f"{s.image_id}:{s.slice_index}:{value}")
         if not items:
             continue
         index = torch.tensor([i for i, _, _ in items], device=dev)
         logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items],
                                            [s for _, _, s in items])
         scores = dice_batch((logits[:, 0] > 0).cpu(), torch.stack(targets))
-        for score, kind in zip(scores.tolist(), kinds, strict=True):
+        for score, kind, unit in zip(scores.tolist(), kinds, ids, strict=True):
             (box_scores if kind == "box" else auto_scores).append(score)
+            (box_units if kind == "box" else auto_units)[unit] = round(score, 4)
     out = {"val_dice_box": round(float(np.mean(box_scores)), 4) if box_scores else None}
     if auto:
         out["val_dice_auto"] = round(float(np.mean(auto_scores)), 4) if auto_scores else None
     scores = [v for v in (out.get("val_dice_box"), out.get("val_dice_auto")) if v is not None]
     out["val_dice"] = round(float(np.mean(scores)), 4) if scores else None
+    if units:
+        out["box_units"] = box_units
+        if auto:
+            out["auto_units"] = auto_units
     return out
