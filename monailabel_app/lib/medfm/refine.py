@@ -73,7 +73,7 @@ def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: 
         if not part.any():
             continue
         edited = previous | part
-        if _honours(edited, clicks) and (best is None or quality > best[1]):
+        if honours(edited, clicks) and (best is None or quality > best[1]):
             best = (edited, quality, how)
     if best is not None:
         return SliceEdit(best[0], best[2])
@@ -101,7 +101,7 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None)
             continue
         kept = previous & ~removed
         score = (_overlap(kept, neighbours), quality)
-        if _honours(kept, clicks) and (best is None or score > best[1]):
+        if honours(kept, clicks) and (best is None or score > best[1]):
             best = (kept, score, how)
     if best is not None:
         return SliceEdit(best[0], best[2])
@@ -123,7 +123,8 @@ def _component(mask: np.ndarray, at: tuple[int, int]) -> np.ndarray:
     return labels == labels[at]
 
 
-def _honours(mask: np.ndarray, clicks: list[Click]) -> bool:
+def honours(mask: np.ndarray, clicks: list[Click]) -> bool:
+    """Every foreground click inside `mask`, every background click outside it: the least an answer owes them."""
     return all(mask[_pixel(mask.shape, x, y)] == bool(flag) for x, y, flag in clicks)
 
 

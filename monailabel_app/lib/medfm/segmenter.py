@@ -19,7 +19,7 @@ from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .errors import ConflictError
 from .prompts import VolumePrompts, box_of_mask
-from .refine import Click, edit_slice
+from .refine import Click, edit_slice, honours
 from .settings import default_batch_size
 from .volume import Volume
 
@@ -204,10 +204,13 @@ class Segmenter:
         flags = tuple(f for _, _, f in clicks)
         items = [(emb, prepared, SlicePrompt(box=b, points=points, point_labels=flags)) for b in boxes]
         logits, quality = self._decode(model, items, counters)
-        best = int(np.argmax(quality))
+        masks = [(lg > 0).cpu().numpy() for lg in logits]
+        # A mask that leaves out a foreground click (or covers a background one) answers another question than the
+        # user's: among the candidates, those that honour every click of the slice come first, quality decides.
+        best = max(range(len(masks)), key=lambda i: (honours(masks[i], clicks), float(quality[i])))
         if require_quality and quality[best] < MIN_PROPAGATION_QUALITY:
             return None, None
-        return (logits[best] > 0).cpu().numpy(), binary_entropy(logits[best]).cpu().numpy() if entropy else None
+        return masks[best], binary_entropy(logits[best]).cpu().numpy() if entropy else None
 
     # ---- correction clicks on a previous answer ----------------------------------------------------------
     def refine(self, volume: Volume, prompts: VolumePrompts, new_clicks: list[tuple[int, Click]],
