@@ -83,17 +83,23 @@ def assert_only_in_slices(array: np.ndarray, box: list[int]) -> None:
     assert not array[outside].any()  # nothing outside the prompted slices
 
 
-def test_a_placed_point_segments_its_slice_then_propagate_keeps_a_hand_edit(monailabel_server, sample_datastore):
-    """The loop with the module's own point tool, no node selector: one clicked-slice request, then Propagate."""
+def brain1_in_a_new_scene(server_url, datastore):
+    """A new scene whose panel is connected and shows brain1: (scene, logic, presenter, volume, label [k, j, i])."""
     scene = slicer.vtkMRMLScene()
     logic = MedFMAdaptLogic(scene)
     presenter = Presenter()
-    presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))
-    # brain1 (a 7-slice lesion), not the lung cases: test_server_infer times their first, cold calls on this server.
+    presenter.apply(Action.CONNECT, run_now(logic.connect_job(server_url)))
     volume = run_now(logic.fetch_job(image_id="brain1")).volume
     presenter.volume_changed(True, "brain1")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(datastore / "labels" / "final" / "brain1.nii.gz")))
+    return scene, logic, presenter, volume, truth
+
+
+def test_a_placed_point_segments_its_slice_then_propagate_keeps_a_hand_edit(monailabel_server, sample_datastore):
+    """The loop with the module's own point tool, no node selector: one clicked-slice request, then Propagate."""
+    # brain1 (a 7-slice lesion), not the lung cases: test_server_infer times their first, cold calls on this server.
+    scene, logic, presenter, volume, truth = brain1_in_a_new_scene(monailabel_server, sample_datastore)
     assert scene_lib.acquisition_axis(volume) == 2  # brain1's slices are along k: the point's k is its slice
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "brain1.nii.gz")))
     k = int(np.argmax((truth > 0).sum(axis=(1, 2))))
     rows, cols = np.nonzero(truth[k])
     nearest = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
@@ -135,13 +141,8 @@ def test_a_correction_click_refines_the_segment_the_radiologist_sees(monailabel_
     """With 'each prompt follows the structure' on, the panel sends every prompt with its interaction session, so a
     background click edits the answer already in the segment (the server's refine path) instead of segmenting
     afresh; the same segment changes, and undo puts back exactly what was there."""
-    scene = slicer.vtkMRMLScene()
-    logic = MedFMAdaptLogic(scene)
-    presenter = Presenter()
-    presenter.apply(Action.CONNECT, run_now(logic.connect_job(monailabel_server)))
-    volume = run_now(logic.fetch_job(image_id="brain1")).volume
-    presenter.volume_changed(True, "brain1")
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_datastore / "labels" / "final" / "brain1.nii.gz"))) > 0
+    scene, logic, presenter, volume, truth = brain1_in_a_new_scene(monailabel_server, sample_datastore)
+    truth = truth > 0
     lesion = np.argwhere(truth)  # [k, j, i] rows
     low, high = lesion.min(axis=0)[::-1], lesion.max(axis=0)[::-1]  # i, j, k
     nodes = logic.prompt_nodes()

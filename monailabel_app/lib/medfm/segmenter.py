@@ -182,11 +182,9 @@ class Segmenter:
         for k in range(start + direction, stop + direction, direction):
             if k in masks:
                 return
-            box = box_of_mask(previous)
+            box = _next_box(previous, prompts)
             if box is None:
                 return
-            if prompts.box is not None:
-                box = _clip_box(box, prompts.box)
             mask, entropies[k] = self._segment_slice(volume, version, model, k, [box], prompts.clicks.get(k, []),
                                                      counters, fetched, require_quality=prompts.box is None,
                                                      entropy=uncertainty)
@@ -277,11 +275,9 @@ class Segmenter:
         for k in range(start + direction, stop + direction, direction):
             if k in clicked or not delta.any():
                 return
-            box = box_of_mask(neighbour)
+            box = _next_box(neighbour, prompts)
             if box is None:
                 return
-            if prompts.box is not None:
-                box = _clip_box(box, prompts.box)
             mask, _ = self._segment_slice(volume, version, model, k, [box], [], counters, fetched,
                                           require_quality=prompts.box is None, entropy=False)
             old = self._slice(volume, label, k)
@@ -406,6 +402,12 @@ def _touching(candidates: np.ndarray, seed: np.ndarray) -> np.ndarray:
     labels, _ = ndimage.label(candidates, structure=np.ones((3, 3), dtype=bool))
     keep = np.unique(labels[seed & candidates])
     return np.isin(labels, keep[keep > 0])
+
+
+def _next_box(mask: np.ndarray, prompts: VolumePrompts):
+    """The prompt for the slice next to `mask`'s: the box around it, kept inside the user's roi (None: no mask)."""
+    box = box_of_mask(mask)
+    return _clip_box(box, prompts.box) if box is not None and prompts.box is not None else box
 
 
 def _clip_box(box, bounds):
