@@ -78,6 +78,10 @@ class AdaptConfig(Options):
                                           "that keeps box prompts answering as the base FM does on random boxes of "
                                           "the training slices; 0 = off; empty = the method's default "
                                           f"({DEFAULT_PRESERVE})")
+    click_rounds: int = Field(0, ge=0, le=16, description="simulated correction rounds per box-prompted training "
+                              "slice: each adds a click at the centre of the largest error (the interactive "
+                              "benchmark's annotator) and feeds box + clicks + the previous logits as the mask "
+                              "prompt, teaching clicks and mask feedback; 0 = boxes only")
     box_jitter: float = Field(0.1, ge=0, le=1, description="each side of a training box moves by up to this share "
                               "of the box size (a user's box is never exact)")
     labels: list[str] | None = Field(None, description="adapt to these label names only; empty = every label of "

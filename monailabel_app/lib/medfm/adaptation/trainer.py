@@ -1,4 +1,5 @@
-"""The adaptation loop: Dice+CE on box-prompted and prompt-free masks, validation by image, early stopping."""
+"""The adaptation loop: Dice+CE on box-prompted (then click-corrected) and prompt-free masks, validation by image,
+early stopping."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from .. import precision as precision_mod
 from ..backends import FMBackend, SlicePrompt
 from ..metrics import dice_batch, mask_loss
+from .clicks import ClickRound, click_rounds_loss
 from .config import AdaptConfig
 from .data import SliceSample, box_from_mask
 from .peft_setup import count_parameters, encoder_is_frozen, make_trainable, trainable_state
@@ -162,7 +164,9 @@ def training_loss(backend, model, base_model, batch: list[SliceSample], cfg: Ada
     return loss
 
 
-def _task_loss(backend, model, emb, batch, cfg, label_tokens, dev, rng) -> torch.Tensor:
+def _task_loss(backend, model, emb, batch, cfg, label_tokens, dev, rng,
+               record: list[ClickRound] | None = None) -> torch.Tensor:
+    """Box-prompted (plus `cfg.click_rounds` correction rounds on each box's answer) and prompt-free masks."""
     items, targets = [], []
     for i, s in enumerate(batch):
         if s.present:  # box-prompted: one labelled structure on this slice, with a jittered box
@@ -179,7 +183,17 @@ def _task_loss(backend, model, emb, batch, cfg, label_tokens, dev, rng) -> torch
     logits, _ = _decode_in_model_frame(backend, model, emb[index], [p for _, p, _ in items], [s for _, _, s in items])
     logits = logits.float()  # the loss in fp32 whatever the forward ran in
     target = torch.stack(targets).to(dev)[:, None]
-    return mask_loss(logits, target)
+    loss = mask_loss(logits, target)
+    rows = [n for n, (_, p, _) in enumerate(items) if p.box is not None]
+    if cfg.click_rounds and rows:  # correction clicks on the box's answer, with the previous logits fed back
+        emb_rows, samples = emb[index[rows]], [items[n][2] for n in rows]
+
+        def decode(prompts):
+            return _decode_in_model_frame(backend, model, emb_rows, prompts, samples)[0]
+
+        loss = loss + click_rounds_loss(decode, [items[n][1] for n in rows], target[rows], logits[rows],
+                                        cfg.click_rounds, record)
+    return loss
 
 
 def _preserve_loss(backend, model, base_model, emb, batch, dev, rng) -> torch.Tensor:
