@@ -40,6 +40,21 @@ def test_background_click_removes_the_false_part_and_keeps_the_rest():
     assert not (edit.mask & ~previous).any()  # a background click never adds
 
 
+def test_a_background_click_at_the_heart_of_a_blob_removes_all_of_it():
+    previous = square((40, 40), 10, 20, 10, 20) | square((40, 40), 30, 34, 30, 34)  # a blob, and another away
+    click = (15.0, 15.0, 0)  # its centre: the radiologist says the blob should not be there at all
+    edit = edit_slice(previous, [click], click, decoder_returning((square((40, 40), 10, 20, 10, 14), 0.9)))
+    assert edit.how == "centre"
+    assert not edit.mask[10:20, 10:20].any() and edit.mask[30:34, 30:34].all()  # that blob, and only it
+
+
+def test_a_centre_click_on_a_blob_holding_a_foreground_click_only_trims_it():
+    previous = square((40, 40), 10, 20, 10, 20)
+    clicks = [(11.0, 11.0, 1), (15.0, 15.0, 0)]
+    edit = edit_slice(previous, clicks, clicks[-1], decoder_returning((square((40, 40), 10, 14, 10, 14), 0.9)))
+    assert edit.how != "centre" and edit.mask[11, 11] and not edit.mask[15, 15]
+
+
 def test_background_click_keeps_every_foreground_click():
     previous = square((40, 40), 10, 20, 10, 30)
     empty = np.zeros((40, 40), dtype=bool)

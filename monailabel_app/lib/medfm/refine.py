@@ -7,6 +7,7 @@ mask_input path), and the click decides what of the answers is taken:
 
 - a foreground click adds the part of a candidate mask that holds it, and removes nothing;
 - a background click removes the part of the previous mask around it that a candidate excludes, and adds nothing;
+  at the centre of a blob without a foreground click it removes that blob;
 - every click of the slice so far stays honoured (no edit may drop a foreground click or cover a background one).
 """
 
@@ -27,6 +28,7 @@ Click = tuple[float, float, int]  # x (column), y (row), 1 = foreground / 0 = ba
 Decode = Callable[[list[Box], bool], list[tuple[np.ndarray, float]]]
 EIGHT = np.ones((3, 3), dtype=bool)
 FALLBACK_RADIUS = 2  # pixels: what a click changes when no candidate agrees with it
+CENTRE_DEPTH = 0.5  # a background click this deep in a blob (of its deepest point) removes the blob
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,10 @@ def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: 
 
 def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None) -> SliceEdit:
     r, c = at
-    ys, xs = np.nonzero(_component(previous, at))
+    part = _component(previous, at)
+    if not _holds_foreground(part, clicks) and _is_centre(part, at):
+        return SliceEdit(previous & ~part, "centre")  # a click at the heart of a blob says all of it is wrong
+    ys, xs = np.nonzero(part)
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
     cuts = [(c + 1, y0, x1, y1), (x0, y0, c, y1), (x0, r + 1, x1, y1), (x0, y0, x1, r)]  # keep one side of the click
     boxes = [tuple(float(v) for v in b) for b in cuts if b[2] - b[0] >= 2 and b[3] - b[1] >= 2]
@@ -109,6 +114,17 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None)
     if not _holds_foreground(part, clicks) and (previous & ~part).any():
         return SliceEdit(previous & ~part, "island")  # a separate blob with no foreground click: all of it
     return SliceEdit(previous & ~_disk(previous.shape, at), "disk")
+
+
+def _is_centre(part: np.ndarray, at: tuple[int, int]) -> bool:
+    """Whether `at` lies in the middle of `part`, as a radiologist clicks a blob that should not be there at all
+    rather than its rim or a tail to trim: at least CENTRE_DEPTH of the deepest pixel's distance to the border, and
+    within CENTRE_DEPTH of the blob's equivalent radius from its centroid (a long blob is deep all along)."""
+    depth = ndimage.distance_transform_edt(part)
+    if depth[at] < CENTRE_DEPTH * depth.max():
+        return False
+    centroid = np.asarray(ndimage.center_of_mass(part))
+    return bool(np.hypot(*(np.asarray(at) - centroid)) <= CENTRE_DEPTH * np.sqrt(part.sum() / np.pi))
 
 
 def _pixel(shape, x: float, y: float) -> tuple[int, int]:

@@ -157,7 +157,8 @@ class Segmenter:
             clicks = prompts.clicks.get(k, [])
             boxes = [prompts.box] if prompts.box is not None else _click_boxes(volume, clicks)
             masks[k], entropies[k] = self._segment_slice(volume, version, model, k, boxes, clicks, counters,
-                                                         fetched, require_quality=False, entropy=uncertainty)
+                                                         fetched, require_quality=False, entropy=uncertainty,
+                                                         box_alone=prompts.box is None)
         # Each clicked slice's mask walks outward until it meets another clicked slice's (or its own end), so the
         # slices between two clicked slices are filled from both sides and none is left out.
         for direction, stop, starts in ((1, last, seeds), (-1, first, seeds[::-1])):
@@ -199,14 +200,21 @@ class Segmenter:
             masks[k] = previous = mask
 
     def _segment_slice(self, volume, version, model, k, boxes, clicks, counters, fetched: dict,
-                       require_quality: bool, entropy: bool):
-        """Decode slice `k` with each candidate box (plus the clicks); keep the mask the decoder rates best."""
+                       require_quality: bool, entropy: bool, box_alone: bool = False):
+        """Decode slice `k` with each candidate box (plus the clicks); keep the mask the decoder rates best.
+
+        `box_alone` also tries each box without the clicks as points: LiteMedSAM learned boxes only, and around a
+        lone click the box alone is often the better answer (breast1's 5 mm lesion: Dice 0.68 at 15 mm, while every
+        box with the click as a point missed it or took 10 times its area).
+        """
         if k not in fetched:
             fetched.update(self._embeddings(volume, version, model, [k], counters))
         emb, prepared = fetched[k]
         points = tuple((x, y) for x, y, _ in clicks)
         flags = tuple(f for _, _, f in clicks)
         items = [(emb, prepared, SlicePrompt(box=b, points=points, point_labels=flags)) for b in boxes]
+        if box_alone and points:
+            items += [(emb, prepared, SlicePrompt(box=b)) for b in boxes]
         logits, quality = self._decode(model, items, counters)
         masks = [(lg > 0).cpu().numpy() for lg in logits]
         # A mask that leaves out a foreground click (or covers a background one) answers another question than the
@@ -242,6 +250,10 @@ class Segmenter:
             volume.put_slice(label, k, edit.mask.astype(np.uint8))
             first, last = self._walk_range(volume, prompts, k, max_propagation, clicked)
             for direction, stop in ((1, last), (-1, first)):
+                if edit.how == "centre":  # towards the structure its neighbours hold it: nothing to carry there
+                    if _beyond_the_structure(prompts, k, direction):
+                        _carry_removal(volume, label, k, old & ~edit.mask, direction, stop, clicked)
+                    continue
                 self._walk_edit(volume, version, model, prompts, label, k, direction, stop, old, edit.mask,
                                 adds=click[2] == 1, clicked=clicked, counters=counters, fetched=fetched)
         slices = [k for k in range(volume.n_slices) if self._slice(volume, label, k).any()]
@@ -401,6 +413,26 @@ def _click_boxes(volume: Volume, clicks) -> list[tuple[float, float, float, floa
         hx, hy = mm / 2 / sx, mm / 2 / sy
         boxes.append((max(0.0, x0 - hx), max(0.0, y0 - hy), min(float(w), x1 + hx), min(float(h), y1 + hy)))
     return boxes
+
+
+def _beyond_the_structure(prompts: VolumePrompts, k: int, direction: int) -> bool:
+    """Whether slices past k in `direction` lie outside what the user marked: no roi, and no foreground click there
+    (the structure runs from the foreground clicks; a blob removed whole past them was propagated there)."""
+    if prompts.slice_range is not None:
+        return False
+    return not any((j - k) * direction > 0 and _has_fg(c) for j, c in prompts.clicks.items())
+
+
+def _carry_removal(volume: Volume, label: np.ndarray, start: int, removed: np.ndarray, direction: int, stop: int,
+                   clicked: set[int]) -> None:
+    """Remove, slice by slice away from `start`, the blobs that continue the blob removed there: propagation put
+    them there from it, so they go with it (up to a clicked slice, which keeps its own answer)."""
+    for k in range(start + direction, stop + direction, direction):
+        if k in clicked or not removed.any():
+            return
+        mask = Segmenter._slice(volume, label, k)
+        removed = _touching(mask, ndimage.binary_dilation(removed, iterations=2))
+        volume.put_slice(label, k, (mask & ~removed).astype(np.uint8))
 
 
 def _touching(candidates: np.ndarray, seed: np.ndarray) -> np.ndarray:
