@@ -48,6 +48,15 @@ def test_a_background_click_at_the_heart_of_a_blob_removes_all_of_it():
     assert not edit.mask[10:20, 10:20].any() and edit.mask[30:34, 30:34].all()  # that blob, and only it
 
 
+def test_inside_the_users_3d_box_a_centre_click_never_empties_the_slice():
+    """The roi says the structure is on every slice of it (a kidney's slice was emptied by one click before)."""
+    previous = square((40, 40), 10, 20, 10, 20)
+    click = (15.0, 15.0, 0)
+    edit = edit_slice(previous, [click], click, decoder_returning((square((40, 40), 10, 20, 10, 14), 0.9)),
+                      in_roi=True)
+    assert edit.how != "centre" and edit.mask.any() and not edit.mask[15, 15]
+
+
 def test_a_centre_click_on_a_blob_holding_a_foreground_click_only_trims_it():
     previous = square((40, 40), 10, 20, 10, 20)
     clicks = [(11.0, 11.0, 1), (15.0, 15.0, 0)]

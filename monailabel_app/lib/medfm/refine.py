@@ -39,8 +39,11 @@ class SliceEdit:
 
 def edit_slice(previous: np.ndarray, clicks: list[Click], newest: Click, decode: Decode,
                bounds: Box | None = None, click_boxes: list[Box] | None = None,
-               neighbours: np.ndarray | None = None) -> SliceEdit:
-    """The previous mask of one slice edited by its newest click, honouring every click of the slice."""
+               neighbours: np.ndarray | None = None, in_roi: bool = False) -> SliceEdit:
+    """The previous mask of one slice edited by its newest click, honouring every click of the slice.
+
+    `in_roi`: the slice is inside the user's 3D box, which says the structure is on it, so a click never empties it.
+    """
     previous = previous.astype(bool)
     x, y, flag = newest
     r, c = _pixel(previous.shape, x, y)
@@ -50,7 +53,7 @@ def edit_slice(previous: np.ndarray, clicks: list[Click], newest: Click, decode:
         return _add(previous, clicks, (r, c), decode, bounds, click_boxes or [], neighbours)
     if not previous[r, c]:
         return SliceEdit(previous, "already background")
-    return _remove(previous, clicks, (r, c), decode, neighbours)
+    return _remove(previous, clicks, (r, c), decode, neighbours, in_roi)
 
 
 def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: np.ndarray | None) -> SliceEdit:
@@ -82,10 +85,11 @@ def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: 
     return SliceEdit(previous | _disk(previous.shape, at), "disk")
 
 
-def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None) -> SliceEdit:
+def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None, in_roi: bool) -> SliceEdit:
     r, c = at
     part = _component(previous, at)
-    if not _holds_foreground(part, clicks) and _is_centre(part, at):
+    leaves_some = not in_roi or (previous & ~part).any()
+    if leaves_some and not _holds_foreground(part, clicks) and _is_centre(part, at):
         return SliceEdit(previous & ~part, "centre")  # a click at the heart of a blob says all of it is wrong
     ys, xs = np.nonzero(part)
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
@@ -95,14 +99,12 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None)
     candidates = [(m, q, f"cut {n}") for n, (m, q) in enumerate(decode(boxes, False))] if boxes else []
     candidates += [(m, q, "box+clicks+mask") for m, q in decode([full], True)]
     keep_in = _near(previous.shape, clicks, flag=1)  # foreground clicks stay foreground
-    least = _disk(previous.shape, at) & previous
     # What stays should go on in the slices next to it (a structure is continuous; a wrong blob removed from one
     # slice often is too): the kept part that overlaps the neighbouring slices' answer most wins, quality breaks ties.
     best = None
     for mask, quality, how in candidates:
         removed = _component(previous & ~mask & ~keep_in, at)
-        size = int(removed.sum())
-        if size <= least.sum():
+        if not removed.any():  # however small: the decoder's own small removal is often the right one
             continue
         kept = previous & ~removed
         score = (_overlap(kept, neighbours), quality)

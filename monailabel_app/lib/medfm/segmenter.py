@@ -246,7 +246,9 @@ class Segmenter:
                               self._slice_decoder(volume, version, model, k, old, prompts.clicks.get(k, []),
                                                   counters, fetched),
                               bounds=prompts.box, click_boxes=_click_boxes(volume, [click]) if click[2] else None,
-                              neighbours=self._neighbours(volume, label, k))
+                              neighbours=self._neighbours(volume, label, k),
+                              in_roi=prompts.slice_range is not None and
+                              prompts.slice_range[0] <= k <= prompts.slice_range[1])
             volume.put_slice(label, k, edit.mask.astype(np.uint8))
             first, last = self._walk_range(volume, prompts, k, max_propagation, clicked)
             for direction, stop in ((1, last), (-1, first)):
