@@ -27,6 +27,8 @@ def test_a_bound_is_written_once_and_said_the_same_in_help_and_error():
     assert AdaptConfig.help()["dropout"].endswith("a number in [0, 1)")
     assert AdaptConfig.help()["lr"].endswith("a number in (0, 1] or empty")
     assert "one of lora, dora, decoder, full" in AdaptConfig.help()["method"]
+    assert Settings.help()["labels"].endswith("a JSON object, each value a whole number from 1 to 255")
+    assert Settings.help()["precision"].endswith("one of auto, bf16, fp32")
     with pytest.raises(InputError, match=r"^bad training parameter: rank must be a whole number from 1 to 256, got 0$"):
         AdaptConfig(rank=0)
     with pytest.raises(InputError, match=r"^bad pretraining parameter: mask_ratio must be a number in \[0, 0.9\]"):
@@ -71,7 +73,8 @@ def test_server_settings_from_conf_strings(tmp_path):
     assert Settings.from_conf({"device": "cpu"}, app_dir=tmp_path).models_dir == (tmp_path / "model").resolve()
     assert Settings(models_dir=Path("m")).labels == DEFAULT_LABELS  # built in code, as the benchmarks do
     for conf, words in (({"ct_window": "1"}, "ct_window must be two numbers"), ({"ct_window": "3,1"}, "low below"),
-                        ({"labels": '{"a": 0}'}, "1..255"), ({"labels": "lesion"}, "labels must be a JSON object"),
+                        ({"labels": '{"a": 0}'}, "each value a whole number from 1 to 255, got"),
+                        ({"labels": "lesion"}, "labels must be a JSON object"), ({"labels": "{}"}, "at least one"),
                         ({"batch_size": "0"}, "batch_size must be a whole number at least 1"),
                         ({"precision": "fp8"}, "precision must be one of")):
         with pytest.raises(InputError, match=words):

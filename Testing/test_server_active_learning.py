@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import requests
@@ -67,6 +69,42 @@ def test_same_seed_same_choice(al_site):
     for strategy in ("random", *OURS):
         picks = {next_sample(al_site, strategy, seed=7)["id"] for _ in range(3)}
         assert len(picks) == 1, strategy
+
+
+class ListDatastore:
+    """Just what a strategy reads of a datastore: unlabelled ids, labelled ids, an image's file."""
+
+    def __init__(self, unlabelled: list[str]):
+        self.unlabelled = unlabelled
+
+    def get_unlabeled_images(self, tag):
+        return list(self.unlabelled)
+
+    def get_labeled_images(self, tag):
+        return []
+
+    def get_image_uri(self, image_id):
+        return f"/nowhere/{image_id}.nii.gz"
+
+
+def test_a_seed_is_parsed_one_way_and_a_bad_one_refused_in_words(tmp_path):
+    """Called directly (no server): "5" and 5 are one seed for every strategy; a seed that is not a whole number
+    from 0 to 2**32-1 is a 400 in words, never a 500."""
+    from fastapi import HTTPException
+
+    from lib.activelearning.medfm_strategy import FMStrategy
+    from lib.activelearning.seeded_random import SeededRandom
+
+    service = SimpleNamespace(store=SimpleNamespace(active=lambda: "base"),
+                              settings=SimpleNamespace(models_dir=tmp_path))  # no scores: a seeded random choice
+    datastore = ListDatastore([f"img{i:02d}" for i in range(40)])
+    for strategy in (SeededRandom(), *(FMStrategy(name, service) for name in OURS)):
+        assert strategy({"seed": "5"}, datastore)["id"] == strategy({"seed": 5}, datastore)["id"]
+        for bad in ("five", -1, 2**32, True):
+            with pytest.raises(HTTPException) as refused:
+                strategy({"seed": bad}, datastore)
+            assert refused.value.status_code == 400
+            assert refused.value.detail.startswith("bad active-learning parameter: seed must be a whole number")
 
 
 def test_diversity_prefers_the_image_unlike_the_labelled_one(al_site):

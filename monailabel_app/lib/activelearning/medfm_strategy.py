@@ -13,8 +13,9 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lib.http_errors import plain_errors
 from lib.medfm.active.score_book import ScoreBook
-from lib.medfm.active.selection import rank
+from lib.medfm.active.selection import NextSampleOptions, rank
 from lib.medfm.service import MedFMService
 
 DESCRIPTIONS = {
@@ -31,7 +32,9 @@ class FMStrategy(Strategy):
         self.service = service
 
     def __call__(self, request, datastore: Datastore):
-        seed = int(request.get("seed", 0) or 0)
+        with plain_errors():
+            seed = NextSampleOptions.from_request(request).seed
+        seed = 0 if seed is None else seed
         final = DefaultLabelTag.FINAL.value
         candidates = sorted(datastore.get_unlabeled_images(final))
         if not candidates:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_path
+
 
 @dataclass(frozen=True)
 class EmbeddingKey:
@@ -92,13 +94,11 @@ class EmbeddingCache:
     def _write_disk(self, key: EmbeddingKey, tensor: torch.Tensor) -> None:
         if not self.disk_dir:
             return
-        path = self.disk_dir / key.filename()
-        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
-            save_file({"embedding": tensor}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(self.disk_dir / key.filename()) as tmp:
+                save_file({"embedding": tensor}, str(tmp))
         except OSError:  # a full disk only costs the disk copy; the memory cache still has it
-            tmp.unlink(missing_ok=True)
+            pass
 
     def stats(self) -> dict:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Atomic files: what the registry, score book, annotation log, training stats and federation records write."""
+"""Atomic files: what the registry, score book, annotation log, training stats, federation records, written images
+and cached embeddings write."""
 
 from __future__ import annotations
 

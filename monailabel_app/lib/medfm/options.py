@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from .errors import InputError
 
@@ -146,9 +147,21 @@ def _type_words(kind) -> str:
     if origin in (list, tuple):
         return "a list of names (or names separated by commas)"
     if origin is dict:
-        return "a JSON object"
+        args = typing.get_args(kind)
+        value, bounds = _annotated(args[1]) if args else (None, "")
+        each = f"{_type_words(value)} {bounds}".strip() if bounds else ""
+        return "a JSON object" + (f", each value {each}" if each else "")
     return {int: "a whole number", float: "a number", bool: "true or false", str: "text", Path: "a folder"}.get(
         kind, str(kind))
+
+
+def _annotated(kind) -> tuple[Any, str]:
+    """`Annotated[int, Field(ge=1, le=255)]` (a dict's values) -> (int, "from 1 to 255"); a bare type -> (it, "")."""
+    if typing.get_origin(kind) is not typing.Annotated:
+        return kind, ""
+    inner, *extras = typing.get_args(kind)
+    metadata = [m for extra in extras for m in (extra.metadata if isinstance(extra, FieldInfo) else [extra])]
+    return inner, _bounds(metadata, whole=inner is int)
 
 
 def _bounds(metadata: list, whole: bool) -> str:

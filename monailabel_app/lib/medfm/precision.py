@@ -8,14 +8,17 @@ reference numerics sets `--conf precision fp32`.
 from __future__ import annotations
 
 import contextlib
+import typing
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from .errors import InputError
 
-PRECISIONS = ("auto", "bf16", "fp32")
+Precision = Literal["auto", "bf16", "fp32"]  # the server setting's type: its choices are written here only
+PRECISIONS = typing.get_args(Precision)
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # without them, CPU bf16 is emulated and slower than fp32
 
 

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from .digest import sha256_tree
 from .errors import InputError
+from .files import atomic_path
 
 CT_DEFAULT_WINDOW = (-1000.0, 1000.0)  # HU; wide enough for lung, soft tissue and bone lesions alike
 MR_PERCENTILES = (0.5, 99.5)
@@ -173,11 +174,6 @@ def write_image(array_ijk: np.ndarray, reference: Volume | sitk.Image, out_path:
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array_ijk, (2, 1, 0))))
     image.CopyInformation(ref)
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".tmp-{os.getpid()}-{out_path.name}")
-    try:
+    with atomic_path(out_path) as tmp:  # the temporary name keeps the suffix, which picks the file format
         sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return str(out_path)

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
+
+from ..options import Options
 
 STRATEGIES = ("uncertainty", "diversity", "hybrid")
+
+
+class NextSampleOptions(Options):
+    """A next-sample request's options, parsed one way for every strategy ("5" and 5 are the same seed)."""
+
+    what = "bad active-learning parameter"
+
+    seed: int | None = Field(None, ge=0, le=2**32 - 1,
+                             description="makes the choice reproducible; empty = `random` draws afresh and the FM "
+                                         "strategies use seed 0")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
