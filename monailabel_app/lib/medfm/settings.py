@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, model_validator
 
 from . import precision as precision_mod
+from . import runtime as runtime_mod
+from .errors import InputError
 from .options import Options
 from .volume import CT_DEFAULT_WINDOW
 
@@ -43,6 +45,8 @@ class Settings(Options):
     fm: str = Field("litemedsam", description="the foundation model backend")
     # bf16 where the device runs it natively (CUDA, AVX-512-BF16/AMX CPUs), else fp32
     precision: str = Field("auto", description="auto, bf16 or fp32")
+    # OpenVINO runs the FM's encoder and decoders on a CPU, exported per version (runtime.py); a GPU keeps PyTorch
+    runtime: str = Field("torch", description="torch or openvino (CPU only; falls back to torch with a warning)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -65,4 +69,11 @@ class Settings(Options):
         values.setdefault("batch_size", default_batch_size(device))
         settings = cls(**values)
         precision_mod.resolve(settings.precision, settings.device)  # a bad value stops the server, in plain words
+        if settings.runtime not in runtime_mod.RUNTIMES:
+            raise InputError(f"runtime must be one of {', '.join(runtime_mod.RUNTIMES)}, got {settings.runtime!r}")
         return settings
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Runtime exports, one folder per version, rebuilt when the version's weights change."""
+        return self.models_dir / "runtime"
