@@ -49,7 +49,6 @@ class ExportPart:
     shapes: tuple[tuple[int, ...], ...]  # per input, -1 = any size
     fixed: dict = field(default_factory=dict)  # non-tensor keyword arguments baked into the export
     per_item: bool = False  # traced at batch 1 only (the code reads its batch size as a constant): run row by row
-    exact: bool = False  # compiled in f32 whatever the precision (a cheap part whose output decides a mask's edge)
 
     @property
     def file(self) -> str:
@@ -211,9 +210,8 @@ class RuntimeCache:
 
         start = time.perf_counter()
         core = ov.Core()
-        compiled = [core.compile_model(core.read_model(str(folder / f"{p.file}.xml")), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32" if p.exact else self.hint,
-                                        "PERFORMANCE_HINT": "LATENCY"}) for p in parts]
+        config = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY"}
+        compiled = [core.compile_model(core.read_model(str(folder / f"{p.file}.xml")), "CPU", config) for p in parts]
         return compiled, round(time.perf_counter() - start, 3)
 
 
