@@ -34,6 +34,9 @@ def test_benchmark_smoke_run_writes_json_table_and_plot(script, sample_datastore
         assert all(0 <= r["dice_fp32"] <= 1 for r in data["fidelity"])
         assert all(r["tensor_peak_mb"] > 0 for r in data["steps"])
         assert data["server"]["concurrent_interactive"]["ok"] == data["server"]["concurrent_interactive"]["requests"]
+        # the runtime's rows beside PyTorch's (issue 25): on OpenVINO, not a silent fallback
+        assert data["runtime_first_use"]["fp32"]["runtime"] == "openvino" and "openvino against PyTorch" in markdown
+        assert all(0 <= r["dice_openvino_fp32"] <= 1 for r in data["fidelity"])
     else:
         methods = {r["method"] for r in data["summary"]}
         assert methods == {"zero_shot", "lora", "dora", "decoder", "full", "unet_scratch"}, data["skipped"]

@@ -70,12 +70,14 @@ def test_server_settings_from_conf_strings(tmp_path):
                                    "embedding_cache_dir": "", "device": "cpu", "models": "all"}, app_dir="/app")
     assert settings.models_dir == tmp_path.resolve() and settings.ct_window == (-100.0, 300.0)
     assert settings.labels == {"tumour": 2} and settings.embedding_cache_dir is None and settings.batch_size == 1
+    assert settings.runtime_dir == tmp_path.resolve() / "runtime"
     assert Settings.from_conf({"device": "cpu"}, app_dir=tmp_path).models_dir == (tmp_path / "model").resolve()
     assert Settings(models_dir=Path("m")).labels == DEFAULT_LABELS  # built in code, as the benchmarks do
     for conf, words in (({"ct_window": "1"}, "ct_window must be two numbers"), ({"ct_window": "3,1"}, "low below"),
                         ({"labels": '{"a": 0}'}, "each value a whole number from 1 to 255, got"),
                         ({"labels": "lesion"}, "labels must be a JSON object"), ({"labels": "{}"}, "at least one"),
                         ({"batch_size": "0"}, "batch_size must be a whole number at least 1"),
-                        ({"precision": "fp8"}, "precision must be one of")):
+                        ({"precision": "fp8"}, "precision must be one of"),
+                        ({"runtime": "tensorrt"}, "runtime must be one of")):
         with pytest.raises(InputError, match=words):
             Settings.from_conf({"device": "cpu", **conf}, app_dir=tmp_path)

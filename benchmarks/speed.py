@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (puts the domain core on sys.path)
+import speed_runtime  # noqa: E402
 from plots import bars  # noqa: E402
 from server_load import measure as server_measure  # noqa: E402
 from speed_core import (  # noqa: E402
@@ -25,9 +26,13 @@ from speed_core import (  # noqa: E402
     interactive_latency,
     precision_fidelity,
 )
+from speed_runtime import RUNTIME  # noqa: E402
 
 from lib.medfm import precision  # noqa: E402
+from lib.medfm import runtime as runtime_mod  # noqa: E402
+from lib.medfm.adapter_store import BASE  # noqa: E402
 from lib.medfm.backends import get_backend  # noqa: E402
+from lib.medfm.runtime import RuntimeCache  # noqa: E402
 
 
 def _variants(batch: int, big: int | None = None, timed_big: bool = True) -> list[dict]:
@@ -44,11 +49,16 @@ SIZES = {
     "smoke": dict(batches=[1], reps=1, bf16=True, fidelity=["breast1"], click_image="breast1", clicks=3,
                   propagation=1, auto_slices=1,
                   variants=[{"method": "lora", "batch": 1}, {"method": "decoder", "batch": 1}], warmup=0, timed=1,
-                  concurrent=2, server=True,
+                  concurrent=2, server=True, runtime_auto_slices=0,  # 0: no second export in CI
                   train={"method": "decoder", "max_epochs": 1, "slices_per_image": 1, "images": "breast1"}),
     "cpu": dict(batches=[1, 2, 4], reps=2, bf16=True, fidelity=LESIONS, click_image="lung2", clicks=50, auto_slices=4,
                 variants=_variants(4, big=32, timed_big=False), warmup=0, timed=1, concurrent=4, server=True,
+                runtime_auto_slices=200,
                 train={"method": "decoder", "max_epochs": 1, "slices_per_image": 2, "images": "breast1,brain2"}),
+    # issue 25's rows only (no training steps, no server): the runtime beside PyTorch when the CPU is short
+    "cpu-runtime": dict(batches=[1], reps=3, bf16=True, fidelity=LESIONS, click_image="lung2", clicks=20,
+                        auto_slices=4, variants=[], warmup=0, timed=1, concurrent=4, server=False,
+                        runtime_auto_slices=200),
     "cuda": dict(batches=[1, 8, 32, 64, 128], reps=10, bf16=True, fidelity=LESIONS, click_image="lung2", clicks=100,
                  auto_slices=200,
                  variants=_variants(32), warmup=3, timed=10, concurrent=16, server=True,
@@ -93,43 +103,50 @@ def against_targets(data: dict, dev: str) -> list[dict]:
 
 
 def to_markdown(data: dict, dev: str) -> str:
-    lines = ["### Against the reference points and targets", "",
+    lines = [*speed_runtime.markdown(data), "### Against the reference points and targets", "",
              common.markdown_table(against_targets(data, dev), ["what", "reference", "target", "measured"]), "",
              "### Image-encoder throughput", "",
              common.markdown_table(data["embedding"], ["variant", "batch", "reps", "slices_per_s", "s_per_slice",
-                                                       "max_rel_diff_vs_plain_fp32"]), ""]
+                                                       "max_abs_diff_vs_plain_fp32", "max_rel_diff_vs_plain_fp32",
+                                                       "load_1min"]), ""]
     fidelity = data["fidelity"]
     product = fidelity[0]["precision"]
     lines += [f"### Zero-shot Dice in fp32 and in the product's precision ({product})", "",
               common.markdown_table(fidelity, ["image", "dice_fp32", f"dice_{product}", "dice_change",
+                                               *(k for k in fidelity[0] if k.startswith(f"dice_{RUNTIME}")),
+                                               *(k for k in fidelity[0] if k.startswith(f"dice_change_{RUNTIME}")),
                                                "embedding_s_fp32", f"embedding_s_{product}"]), "",
               "Each lesion segmented in 3D with its label's box as the roi (interactive mode, base FM).", ""]
-    click = data["interactive"]
-    rows = [{"clicks": f"cold volume (empty cache), max_propagation {c['max_propagation']}", "n": 1,
-             "p50_s": click["cold_s"], "p95_s": click["cold_s"], "decode_s": click["cold_timing"]["decode_s"],
-             "embedding_s": click["cold_timing"]["embedding_s"], "slices": None,
-             "misses": click["cold_timing"]["cache_misses"]} for c in click["cached"][:1]]
-    rows += [{"clicks": f"cached volume, max_propagation {c['max_propagation']}", "n": c["clicks"], "p50_s": c["p50_s"],
-              "p95_s": c["p95_s"], "decode_s": c["mean_decode_s"], "embedding_s": c["mean_embedding_s"],
-              "slices": c["mean_slices"], "misses": c["cache_misses"]} for c in click["cached"]]
-    lines += [f"### One foreground click on {click['image']} {click['shape']} ({click['precision']})", "",
-              common.markdown_table(rows, ["clicks", "n", "p50_s", "p95_s", "decode_s", "embedding_s", "slices",
-                                           "misses"]), "",
-              "decode_s, embedding_s and slices are means per click; slices is how many slices the answer covers.", ""]
-    auto = data["automatic"]
-    how = (f"EXTRAPOLATED from {auto['slices_measured']} measured slices" if auto["extrapolated"]
-           else "measured on every slice")
-    lines += ["### Automatic segmentation of a 512x512x200 CT volume", "",
-              f"{auto['full_volume_s']:.1f} s for the volume ({auto['per_slice_s']:.3f} s per slice, {how}; "
-              f"embedding {auto['timing']['embedding_s']} s + decode {auto['timing']['decode_s']} s over the "
-              "measured slices).", ""]
-    lines += ["### Adaptation step (product loss: box-prompted + prompt-free, Dice+BCE, AdamW)", "",
-              common.markdown_table(data["steps"], ["method", "batch", "precision", "checkpointing", "s_per_step",
-                                                    "timed_steps", "process_peak_mb", "tensor_peak_mb",
-                                                    "encoder_frozen"]), "",
-              f"process_peak_mb is {data['steps'][0]['process_memory_kind']}; tensor_peak_mb is the peak of live "
-              "tensors in one step (benchmarks/tensor_memory.py), the figure a GPU's max_memory_allocated gives, "
-              "without allocator overhead or kernel workspaces.", ""]
+    for click in (data[k] for k in ("interactive", "interactive_runtime") if k in data):
+        rows = [{"clicks": f"cold volume (empty cache), max_propagation {c['max_propagation']}", "n": 1,
+                 "p50_s": click["cold_s"], "p95_s": click["cold_s"], "decode_s": click["cold_timing"]["decode_s"],
+                 "embedding_s": click["cold_timing"]["embedding_s"], "slices": None,
+                 "misses": click["cold_timing"]["cache_misses"]} for c in click["cached"][:1]]
+        rows += [{"clicks": f"cached volume, max_propagation {c['max_propagation']}", "n": c["clicks"],
+                  "p50_s": c["p50_s"], "p95_s": c["p95_s"], "decode_s": c["mean_decode_s"],
+                  "embedding_s": c["mean_embedding_s"], "slices": c["mean_slices"], "misses": c["cache_misses"]}
+                 for c in click["cached"]]
+        lines += [f"### One foreground click on {click['image']} {click['shape']} ({click['precision']}, "
+                  f"{click.get('runtime', 'torch')})", "",
+                  common.markdown_table(rows, ["clicks", "n", "p50_s", "p95_s", "decode_s", "embedding_s", "slices",
+                                               "misses"]), "",
+                  "decode_s, embedding_s and slices are means per click; slices is how many slices the answer "
+                  "covers.", ""]
+    lines += ["### Automatic segmentation of a 512x512x200 CT volume", ""]
+    for auto in (data[k] for k in ("automatic", "automatic_runtime") if k in data):
+        how = (f"EXTRAPOLATED from {auto['slices_measured']} measured slices" if auto["extrapolated"]
+               else "measured on every slice")
+        lines += [f"{auto.get('runtime', 'torch')}: {auto['full_volume_s']:.1f} s for the volume "
+                  f"({auto['per_slice_s']:.3f} s per slice, {how}; embedding {auto['timing']['embedding_s']} s + "
+                  f"decode {auto['timing']['decode_s']} s over the measured slices).", ""]
+    if data["steps"]:
+        lines += ["### Adaptation step (product loss: box-prompted + prompt-free, Dice+BCE, AdamW)", "",
+                  common.markdown_table(data["steps"], ["method", "batch", "precision", "checkpointing", "s_per_step",
+                                                        "timed_steps", "process_peak_mb", "tensor_peak_mb",
+                                                        "encoder_frozen"]), "",
+                  f"process_peak_mb is {data['steps'][0]['process_memory_kind']}; tensor_peak_mb is the peak of "
+                  "live tensors in one step (benchmarks/tensor_memory.py), the figure a GPU's max_memory_allocated "
+                  "gives, without allocator overhead or kernel workspaces.", ""]
     srv = data.get("server")
     if srv:
         rows = [{"phase": p, **{k: srv[p].get(k) for k in ("n", "p50_s", "p95_s", "max_s")}}
@@ -147,6 +164,18 @@ def to_markdown(data: dict, dev: str) -> str:
     return "\n".join(lines)
 
 
+def _served(backend, base, dev: str, folder: Path, data: dict) -> dict:
+    """The base FM on the runtime in fp32 and in the product's precision, its first-use cost recorded."""
+    served, data["runtime_first_use"] = {}, {}
+    for mode in dict.fromkeys(("fp32", precision.resolve("auto", dev))):
+        cache = RuntimeCache(folder, mode)
+        served[f"{RUNTIME} {mode}"] = cache.serve(base, BASE, backend.runtime_parts(base),
+                                                  (backend.weights_sha256(), ""))
+        data["runtime_first_use"][mode] = cache.status[BASE] | {"load_1min": common.load_average()[0]}
+        print(f"runtime {mode}: {cache.status[BASE]}", flush=True)
+    return served
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-server", action="store_true", help="skip the server-under-load part")
@@ -161,16 +190,23 @@ def main() -> None:
     data: dict = {"config": size, "device": dev, "reference": REFERENCE, "targets": TARGETS}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        runtime = runtime_mod.resolve(RUNTIME, dev) != "torch"  # a GPU, or no OpenVINO: PyTorch rows only
+        served = _served(backend, base, dev, tmp / "runtime", data) if runtime else {}
         data["embedding"] = embedding_throughput(backend, base, dev, size["batches"], size["reps"],
-                                                 size["bf16"] and precision.resolve("auto", dev) == "bf16")
-        data["fidelity"] = precision_fidelity(backend, args.studies, size["fidelity"], dev, tmp)
-        data["interactive"] = interactive_latency(backend, args.studies, size["click_image"], size["clicks"], dev,
-                                                  tmp, size.get("propagation", 32))
-        print(f"interactive: {data['interactive']}", flush=True)
-        data["automatic"] = automatic_volume(backend, args.studies, 200, size["auto_slices"], dev, tmp)
-        print(f"automatic: {data['automatic']}", flush=True)
+                                                 size["bf16"] and precision.resolve("auto", dev) == "bf16", served)
+        data["fidelity"] = precision_fidelity(backend, args.studies, size["fidelity"], dev, tmp,
+                                              (RUNTIME,) if runtime else ())
+        for suffix, name in (("", "torch"), ("_runtime", RUNTIME))[:1 + runtime]:  # same run, same volume
+            data[f"interactive{suffix}"] = interactive_latency(backend, args.studies, size["click_image"],
+                                                               size["clicks"], dev, tmp, size.get("propagation", 32),
+                                                               runtime=name)
+            print(f"interactive {name}: {data[f'interactive{suffix}']}", flush=True)
+            measured = size["runtime_auto_slices"] if suffix else size["auto_slices"]
+            if measured:
+                data[f"automatic{suffix}"] = automatic_volume(backend, args.studies, 200, measured, dev, tmp, name)
+                print(f"automatic {name}: {data[f'automatic{suffix}']}", flush=True)
         data["steps"] = adaptation_steps(backend, base, args.studies, size["variants"], size["warmup"],
-                                         size["timed"], dev)
+                                         size["timed"], dev) if size["variants"] else []
         if size["server"] and not args.no_server:
             (tmp / "server").mkdir()
             data["server"] = server_measure(args.studies, tmp / "server", size["click_image"], size["concurrent"],

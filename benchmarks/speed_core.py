@@ -27,25 +27,29 @@ from lib.medfm.segmenter import Segmenter
 from lib.medfm.volume import CT_DEFAULT_WINDOW, load_label, load_volume
 
 
-def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int, bf16: bool) -> list[dict]:
+def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int, bf16: bool,
+                         served: dict | None = None) -> list[dict]:
     """Slices per second of the image encoder, per batch size: the plain code against the product's settings.
 
     `plain` is the encoder as LiteMedSAM ships it (fp32, default memory layout): the reference point's code. The
-    product runs it channels-last, in bf16 where the device does that natively. Each row gives its largest
-    difference from the plain fp32 embedding, relative to that embedding's range: the stated tolerance.
+    product runs it channels-last, in bf16 where the device does that natively; `served` adds models on an
+    inference runtime (name -> served model), timed in the same run so ratios are not skewed by other load. Each
+    row gives its largest difference from the plain fp32 embedding, absolute and relative to that embedding's
+    range, and the load average when it was timed.
     """
     plain_encoder = copy.deepcopy(model.sam.image_encoder).to(memory_format=torch.contiguous_format)
     variants = [("plain fp32", lambda x: plain_encoder(x.contiguous()), "fp32"),
                 ("product fp32", lambda x: backend.embed(model, x), "fp32")]
     if bf16:
         variants.append(("product bf16", lambda x: backend.embed(model, x), "bf16"))
+    variants += [(name, partial(backend.embed, m), "fp32") for name, m in (served or {}).items()]
     rows = []
     x = torch.rand(max(batches), 3, backend.input_size, backend.input_size, device=dev)
     with torch.inference_mode():
         reference = plain_encoder(x[:1].contiguous()).float()
         for name, run, mode in variants:
             with precision_mod.autocast(dev, mode):
-                error = float((run(x[:1]).float() - reference).abs().max() / reference.abs().max())
+                error = float((run(x[:1]).float() - reference).abs().max())
                 for batch in batches:
                     run(x[:batch])  # warm-up at this shape
                     with common.Timer(dev) as timer:
@@ -53,21 +57,28 @@ def embedding_throughput(backend, model, dev: str, batches: list[int], reps: int
                             run(x[:batch])
                     rows.append({"variant": name, "batch": batch, "reps": reps,
                                  "slices_per_s": batch * reps / timer.s, "s_per_slice": timer.s / (batch * reps),
-                                 "max_rel_diff_vs_plain_fp32": round(error, 5)})
+                                 "max_abs_diff_vs_plain_fp32": round(error, 6),
+                                 "max_rel_diff_vs_plain_fp32": round(error / float(reference.abs().max()), 6),
+                                 "load_1min": common.load_average()[0]})
                     print(f"embed {name} batch {batch}: {rows[-1]['slices_per_s']:.2f} slices/s", flush=True)
     return rows
 
 
-def precision_fidelity(backend, studies: Path, cases: list[str], dev: str, tmp: Path) -> list[dict]:
-    """Zero-shot 3D Dice of each lesion with its label's box as the roi, in fp32 and in the product's precision.
+def precision_fidelity(backend, studies: Path, cases: list[str], dev: str, tmp: Path,
+                       runtimes: tuple[str, ...] = ()) -> list[dict]:
+    """Zero-shot 3D Dice of each lesion with its label's box as the roi, in fp32 and in the product's precision,
+    and on each of `runtimes` in both (columns `dice_<runtime>_<precision>`).
 
-    The tolerance a faster number format is held to: what it does to a radiologist's result, not only to the
-    embedding.
+    The tolerance a faster number format or runtime is held to: what it does to a radiologist's result, not only
+    to the embedding.
     """
     product = precision_mod.resolve("auto", dev)
     store = AdapterStore(tmp / "fidelity_models", backend.name)
     segmenters = {name: Segmenter(backend, store, EmbeddingCache(), device=dev, precision=name)
                   for name in dict.fromkeys(("fp32", product))}
+    segmenters |= {f"{r}_{p}": Segmenter(backend, store, EmbeddingCache(), device=dev, precision=p, runtime=r,
+                                         runtime_dir=tmp / "runtime")
+                   for r in runtimes for p in dict.fromkeys(("fp32", product))}
     rows = []
     for case in cases:
         volume = load_volume(studies / f"{case}.nii.gz")
@@ -81,6 +92,9 @@ def precision_fidelity(backend, studies: Path, cases: list[str], dev: str, tmp: 
             row[f"dice_{name}"] = round(dice(result.label > 0, truth), 4)
             row[f"embedding_s_{name}"] = result.timing["embedding_s"]
         row["dice_change"] = round(row[f"dice_{product}"] - row["dice_fp32"], 4)
+        for name in segmenters:
+            if name not in ("fp32", product):
+                row[f"dice_change_{name}"] = round(row[f"dice_{name}"] - row["dice_fp32"], 4)
         rows.append(row)
         print(f"fidelity {row}", flush=True)
     return rows
@@ -103,7 +117,7 @@ def _click_times(segmenter, volume, voxels, picks, propagation: int) -> dict:
 
 
 def interactive_latency(backend, studies: Path, image_id: str, clicks: int, dev: str, tmp: Path,
-                        propagation: int = 32) -> dict:
+                        propagation: int = 32, runtime: str = "torch") -> dict:
     """One foreground click at a lesion voxel on a cold volume (empty cache), then `clicks` more once it is cached.
 
     "Cached" means every slice has been embedded once (a volume the radiologist has already worked on, or that
@@ -114,12 +128,16 @@ def interactive_latency(backend, studies: Path, image_id: str, clicks: int, dev:
     label = load_label(studies / "labels" / "final" / f"{image_id}.nii.gz", volume)
     voxels = np.argwhere(label > 0)
     centre = voxels[np.argmin(((voxels - voxels.mean(0)) ** 2).sum(1))].tolist()
-    segmenter = Segmenter(backend, AdapterStore(tmp / "models", backend.name), EmbeddingCache(), device=dev)
+    segmenter = Segmenter(backend, AdapterStore(tmp / "models", backend.name), EmbeddingCache(), device=dev,
+                          runtime=runtime, runtime_dir=tmp / "runtime")
+    segmenter.model("base")  # a runtime's export and compile are a one-off per version, reported on their own
     cold = segmenter.interactive(volume, resolve(volume, foreground=[centre]), max_propagation=propagation)
     whole = [0, volume.shape[0] - 1, 0, volume.shape[1] - 1, 0, volume.shape[2] - 1]
     segmenter.interactive(volume, resolve(volume, roi=whole))  # embeds every slice once
     picks = np.random.default_rng(0).choice(len(voxels), size=clicks)
     return {"image": image_id, "shape": list(volume.shape), "precision": segmenter.precision,
+            "runtime": segmenter.runtime, "load_1min": common.load_average()[0],
+            "runtime_status": segmenter.runtime_cache.status if segmenter.runtime_cache else {},
             "cold_s": cold.timing["total_s"], "cold_timing": cold.timing,
             "cached": [_click_times(segmenter, volume, voxels, picks, propagation),
                        _click_times(segmenter, volume, voxels, picks, 0)]}
@@ -137,7 +155,8 @@ def _ct_volume(studies: Path, slices: int, tmp: Path) -> Path:
     return path
 
 
-def automatic_volume(backend, studies: Path, slices: int, measured: int, dev: str, tmp: Path) -> dict:
+def automatic_volume(backend, studies: Path, slices: int, measured: int, dev: str, tmp: Path,
+                     runtime: str = "torch") -> dict:
     """Prompt-free segmentation of a 512x512x`slices` CT volume with a decoder adapter and its auto head.
 
     With `measured` < `slices` only that many slices run and the total is extrapolated linearly (and says so).
@@ -149,14 +168,18 @@ def automatic_volume(backend, studies: Path, slices: int, measured: int, dev: st
     save_adapter(model, staging)
     version = store.commit(staging, Manifest(fm=backend.name, method="decoder", auto_head=True,
                                              labels={"lesion": {"value": 1, "token": 0}}))
-    volume = load_volume(_ct_volume(studies, slices, tmp))
-    segmenter = Segmenter(backend, store, EmbeddingCache(), device=dev)
+    path = tmp / "ct512x512x200.nii.gz"
+    volume = load_volume(path if path.is_file() else _ct_volume(studies, slices, tmp))
+    segmenter = Segmenter(backend, store, EmbeddingCache(), device=dev, runtime=runtime,
+                          runtime_dir=tmp / "auto_runtime")
     segmenter.model(version)  # adapter load is a one-off, not part of the per-volume time
     result = segmenter.automatic(volume, version, slice_range=(0, measured - 1))
     per_slice = result.timing["total_s"] / measured
     return {"shape": list(volume.shape), "slices_measured": measured, "measured_s": result.timing["total_s"],
             "timing": result.timing, "per_slice_s": per_slice, "full_volume_s": per_slice * slices,
-            "extrapolated": measured < slices, "batch_size": segmenter.batch_size}
+            "extrapolated": measured < slices, "batch_size": segmenter.batch_size, "runtime": segmenter.runtime,
+            "load_1min": common.load_average()[0],
+            "runtime_status": segmenter.runtime_cache.status if segmenter.runtime_cache else {}}
 
 
 def _train_step(backend, model, base, optimizer, samples, cfg, rng, frozen: bool, dev: str, mode: str) -> None:

@@ -9,6 +9,7 @@ finished staging folder, so a crash or a stopped training never leaves a half-wr
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from filelock import FileLock
 from safetensors.torch import load_file
 from torch import nn
 
+from .digest import sha256_file
 from .errors import ConflictError, InputError, NotFoundError
 from .files import read_json, write_json_atomic
 from .manifest import Manifest
@@ -166,6 +168,15 @@ class AdapterStore:
                     shutil.rmtree(p, ignore_errors=True)
                 else:
                     p.unlink(missing_ok=True)
+
+    def content_sha256(self, version: str) -> str:
+        """One digest of the files that hold a version's weights ('' for the base FM): what a derived artefact
+        (a runtime export) must match, whatever the version is called."""
+        if version == BASE:
+            return ""
+        folder = self.path(version)
+        names = [n for n in (PEFT_CONFIG, PEFT_WEIGHTS, STATE_WEIGHTS) if (folder / n).is_file()]
+        return hashlib.sha256("|".join(f"{n}:{sha256_file(folder / n)}" for n in names).encode()).hexdigest()
 
     # ---- loading ------------------------------------------------------------------------------------------
     def apply(self, base_model: nn.Module, version: str) -> nn.Module:

@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from scipy import ndimage
 from torch import nn
 
 from . import precision as precision_mod
+from . import runtime as runtime_mod
 from .adapter_store import BASE, AdapterStore
 from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
@@ -56,37 +58,54 @@ class _Counters:
 
 class Segmenter:
     def __init__(self, backend: FMBackend, store: AdapterStore, cache: EmbeddingCache, device: str = "cpu",
-                 batch_size: int | None = None, max_loaded_adapters: int = 3, precision: str = "auto"):
+                 batch_size: int | None = None, max_loaded_adapters: int = 3, precision: str = "auto",
+                 runtime: str = "torch", runtime_dir: str | Path | None = None):
         self.backend = backend
         self.store = store
         self.cache = cache
         self.device = torch.device(device)
         self.batch_size = batch_size or default_batch_size(device)
-        self.precision = precision_mod.resolve(precision, self.device)
-        self.base = backend.build_model(self.device)
+        self.runtime = runtime_mod.resolve(runtime, self.device)
+        self.precision = runtime_mod.AUTO_PRECISION if self.runtime != "torch" and precision == "auto" \
+            else precision_mod.resolve(precision, self.device)
+        self.base = backend.build_model(self.device)  # always the torch model: training and federation start here
+        self.runtime_cache = None if self.runtime == "torch" else runtime_mod.RuntimeCache(
+            runtime_dir or store.root / ".runtime", self.precision)
+        self._served_base: nn.Module | None = None
         self._models: OrderedDict[str, nn.Module] = OrderedDict()
         self._max_loaded = max_loaded_adapters
         self._lock = threading.Lock()
 
     # ---- models -------------------------------------------------------------------------------------------
     def model(self, version: str) -> nn.Module:
-        if version == BASE:
-            return self.base
+        """The model that serves `version`: on the inference runtime where one is set and works, else torch."""
         with self._lock:
+            if version == BASE:
+                if self._served_base is None:
+                    self._served_base = self._on_runtime(BASE, self.base)
+                return self._served_base
             if version in self._models:
                 self._models.move_to_end(version)
                 return self._models[version]
-            model = self.store.apply(self.base, version).to(self.device)
+            model = self._on_runtime(version, self.store.apply(self.base, version).to(self.device))
             self._models[version] = model
             while len(self._models) > self._max_loaded:
                 self._models.popitem(last=False)
             return model
 
+    def _on_runtime(self, version: str, model: nn.Module) -> nn.Module:
+        parts = self.backend.runtime_parts(model) if self.runtime_cache else []
+        if not parts:
+            return model
+        hashes = (self.backend.weights_sha256(), self.store.content_sha256(version))
+        return self.runtime_cache.serve(model, version, parts, hashes)
+
     # ---- embeddings ---------------------------------------------------------------------------------------
     def _preprocess_id(self, volume: Volume) -> str:
         lo, hi = volume.window
-        # An embedding computed in bf16 is not the fp32 one: a precision change must not reuse cached entries.
-        return f"{self.backend.name}:{self.precision}:{volume.modality}:{lo:.3f}:{hi:.3f}"
+        # An embedding computed in bf16 (or by another runtime) is not the fp32 one: never reuse it across them.
+        numerics = self.precision if self.runtime == "torch" else f"{self.precision}:{self.runtime}"
+        return f"{self.backend.name}:{numerics}:{volume.modality}:{lo:.3f}:{hi:.3f}"
 
     def _embeddings(self, volume: Volume, version: str, model: nn.Module, indices: Iterable[int],
                     counters: _Counters) -> dict[int, tuple[torch.Tensor, PreparedSlice]]:

@@ -40,7 +40,8 @@ class MedFMService:
     def segmenter(self) -> Segmenter:
         """Built on first use: the training subprocess rebuilds the app and never needs the inference model."""
         return Segmenter(self.backend, self.store, self.cache, self.settings.device, self.settings.batch_size,
-                         precision=self.settings.precision)
+                         precision=self.settings.precision, runtime=self.settings.runtime,
+                         runtime_dir=self.settings.runtime_dir)
 
     def fm_info(self) -> dict:
         return {"name": self.backend.name, "sha256": self.backend.weights_sha256()}

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
+from . import runtime as runtime_mod
+from .errors import InputError
 from .options import Options
 from .precision import Precision
 from .volume import CT_DEFAULT_WINDOW
@@ -44,6 +46,8 @@ class Settings(Options):
     fm: str = Field("litemedsam", description="the foundation model backend")
     precision: Precision = Field("auto", description="the FM's number format; auto = bf16 where the device runs "
                                  "it natively (CUDA, AVX-512-BF16/AMX CPUs), else fp32")
+    # OpenVINO runs the FM's encoder and decoders on a CPU, exported per version (runtime.py); a GPU keeps PyTorch
+    runtime: str = Field("torch", description="torch or openvino (CPU only; falls back to torch with a warning)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -64,4 +68,12 @@ class Settings(Options):
         values["device"] = device
         values["models_dir"] = Path(values.get("models_dir", Path(app_dir) / "model")).resolve()
         values.setdefault("batch_size", default_batch_size(device))
-        return cls(**values)
+        settings = cls(**values)
+        if settings.runtime not in runtime_mod.RUNTIMES:
+            raise InputError(f"runtime must be one of {', '.join(runtime_mod.RUNTIMES)}, got {settings.runtime!r}")
+        return settings
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Runtime exports, one folder per version, rebuilt when the version's weights change."""
+        return self.models_dir / "runtime"

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..runtime import ExportPart
+
 
 @dataclass(frozen=True)
 class SlicePrompt:
@@ -87,6 +89,10 @@ class FMBackend(ABC):
     @abstractmethod
     def peft_targets(self) -> PeftTargets:
         """Module names PEFT may target on this backend."""
+
+    def runtime_parts(self, model: nn.Module) -> list[ExportPart]:
+        """Inference-only submodules an inference runtime (lib/medfm/runtime.py) may run; none = PyTorch only."""
+        return []
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> bool:
         """Trade compute for memory while training (recompute activations in backward); False where unsupported."""

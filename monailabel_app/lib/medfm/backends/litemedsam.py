@@ -13,6 +13,7 @@ from torch import nn
 
 from ..digest import sha256_file
 from ..errors import InputError
+from ..runtime import ExportPart
 from .base import FMBackend, PeftTargets, PreparedSlice, SlicePrompt, checkpoint_forward
 
 EMBED_DIM = 256
@@ -98,6 +99,23 @@ class LiteMedSAMBackend(FMBackend):
 
     def embed(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model.sam.image_encoder(images.contiguous(memory_format=torch.channels_last))
+
+    def runtime_parts(self, model: nn.Module) -> list[ExportPart]:
+        """The encoder (~90 % of a cold slice) and both mask decoders (every propagated slice pays one pass).
+
+        Decoders take any number of prompts and prompt tokens; embeddings and prompts come one to one, as
+        `_decode_with` passes them.
+        """
+        s, grid = self.input_size, model.sam.prompt_encoder.image_embedding_size
+        # TinyViT reads its batch size as a Python int, so the encoder traces at batch 1 (the CPU's fastest anyway)
+        encoder = ExportPart("sam.image_encoder", ("x",), (torch.rand(1, 3, s, s),), ((1, 3, s, s),), per_item=True)
+        names = ("image_embeddings", "image_pe", "sparse_prompt_embeddings", "dense_prompt_embeddings")
+        example = (torch.randn(2, EMBED_DIM, *grid), model.sam.prompt_encoder.get_dense_pe().detach().cpu(),
+                   torch.randn(2, 2, EMBED_DIM), torch.randn(2, EMBED_DIM, *grid))
+        shapes = ((-1, EMBED_DIM, *grid), (1, EMBED_DIM, *grid), (-1, -1, EMBED_DIM), (-1, EMBED_DIM, *grid))
+        decoders = [ExportPart(path, names, example, shapes, {"multimask_output": False})
+                    for path in ("sam.mask_decoder", "auto_decoder")]
+        return [encoder, *decoders]
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> bool:
         """Recompute activations in backward instead of keeping them: the encoder's stem, blocks and down-samplers,
