@@ -18,9 +18,11 @@ import os
 import shutil
 import threading
 import time
+import typing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -30,7 +32,8 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "openvino")
+Runtime = Literal["torch", "openvino"]  # the server setting's type: its choices are written here only
+RUNTIMES = typing.get_args(Runtime)
 FORMAT = 1  # bump when what is exported changes: every cached export is then rebuilt
 META = "meta.json"
 _HINTS = {"bf16": "bf16", "fp32": "f32"}  # the product's resolved precision -> OpenVINO's inference precision

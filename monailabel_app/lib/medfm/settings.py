@@ -7,10 +7,9 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
-from . import runtime as runtime_mod
-from .errors import InputError
 from .options import Options
 from .precision import Precision
+from .runtime import Runtime
 from .volume import CT_DEFAULT_WINDOW
 
 # The site's labels: name -> voxel value in label maps. The sample datastore uses these; a site overrides them
@@ -47,7 +46,8 @@ class Settings(Options):
     precision: Precision = Field("auto", description="the FM's number format; auto = bf16 where the device runs "
                                  "it natively (CUDA, AVX-512-BF16/AMX CPUs), else fp32")
     # OpenVINO runs the FM's encoder and decoders on a CPU, exported per version (runtime.py); a GPU keeps PyTorch
-    runtime: str = Field("torch", description="torch or openvino (CPU only; falls back to torch with a warning)")
+    runtime: Runtime = Field("torch", description="what runs the FM on a CPU; openvino falls back to torch with a "
+                             "warning, a GPU keeps torch")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -68,10 +68,7 @@ class Settings(Options):
         values["device"] = device
         values["models_dir"] = Path(values.get("models_dir", Path(app_dir) / "model")).resolve()
         values.setdefault("batch_size", default_batch_size(device))
-        settings = cls(**values)
-        if settings.runtime not in runtime_mod.RUNTIMES:
-            raise InputError(f"runtime must be one of {', '.join(runtime_mod.RUNTIMES)}, got {settings.runtime!r}")
-        return settings
+        return cls(**values)
 
     @property
     def runtime_dir(self) -> Path:
