@@ -10,6 +10,7 @@ from lib.medfm.errors import InputError
 from lib.medfm.interaction import InteractionStore, Request, State, session_name
 from lib.medfm.prompts import InferOptions
 from lib.medfm.refine import edit_slice
+from lib.medfm.segmenter import INTENSITY_TOLERANCE, Looks
 
 
 def square(shape, r0, r1, c0, c1) -> np.ndarray:
@@ -125,3 +126,21 @@ def test_session_and_reset_are_checked():
             InferOptions.from_params(bad)
     assert InferOptions.from_params({"reset_state": "true"}).reset_state
     assert not InferOptions.from_params({}).reset_state
+
+
+def test_a_walk_without_roi_stops_where_the_structure_stops_looking_like_the_clicked_one():
+    """Clicks-only propagation keeps a slice's mask only if its mean intensity is within the seed's spread (at
+    least INTENSITY_TOLERANCE) of the seed's mean: past a lesion's ends the decoder rates flat tissue as highly."""
+    rng = np.random.default_rng(0)
+    seed_slice = np.full((32, 32), 0.3)
+    seed_slice[8:20, 8:20] = rng.normal(0.6, 0.05, (12, 12))  # a lesion brighter than what surrounds it
+    lesion = square((32, 32), 8, 20, 8, 20)
+    looks = Looks.of(seed_slice, lesion)
+    assert looks.spread == pytest.approx(INTENSITY_TOLERANCE)  # a homogeneous seed: the floor applies
+    next_slice = seed_slice + 0.05  # the same lesion, a little brighter on the next slice
+    assert looks.matches(next_slice, lesion)
+    assert not looks.matches(seed_slice, square((32, 32), 22, 30, 22, 30))  # flat tissue 0.3 darker: another one
+    mixed = seed_slice.copy()
+    mixed[8:20, 8:14] = 0.1  # a heterogeneous lesion: its own spread is the tolerance
+    wide = Looks.of(mixed, lesion)
+    assert wide.spread > 0.2 and wide.matches(mixed + 0.15, lesion) and not looks.matches(mixed, lesion)
