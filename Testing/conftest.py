@@ -40,9 +40,11 @@ class RunningServer(ServerProcess):
     """The server `make serve` starts, on a free port, with background rescoring off: it would compete with the
     tests for the 2 CPU cores (the active-learning tests start scoring themselves)."""
 
-    def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None):
+    def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None):
         super().__init__(studies, models, log, conf, env={"MONAI_LABEL_SESSION_PATH": str(models / "sessions"),
-                                                           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}, timeout=180)
+                                                           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false", **(env or {})},
+                         timeout=180)
 
 
 @pytest.fixture(scope="session")

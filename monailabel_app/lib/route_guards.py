@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.routing import APIRoute
+from monailabel.config import settings
 from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import logs as ml_logs
 from monailabel.endpoints import scoring as ml_scoring
@@ -123,7 +124,9 @@ def add_image(background_tasks: BackgroundTasks, image: str | None = None, param
 def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
                tag: str = ml_datastore.DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
                user: User = ANNOTATOR):
-    json_field(params, "params")
+    fields = json_field(params, "params")
+    if settings.MONAI_LABEL_AUTH_ENABLE:  # who saved a label is the signed-in user, not what the client says
+        params = json.dumps({**fields, "user": user.username})
     with monailabel_errors():
         return ml_datastore.save_label(background_tasks, image, params, tag, label, user.username)
 
@@ -163,4 +166,5 @@ def install_route_guards(app: FastAPI) -> None:
         return
     for method, path, handler in GUARDS:
         app.router.routes.insert(0, APIRoute(path, handler, methods=[method], name=f"medfm_guard_{handler.__name__}",
-                                             include_in_schema=False))
+                                             include_in_schema=False,
+                                             dependency_overrides_provider=app))
