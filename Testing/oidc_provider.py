@@ -22,7 +22,7 @@ IDP_DIR = Path(__file__).resolve().parent / "idp"
 
 
 @dataclass(frozen=True)
-class TestUser:
+class IdpUser:
     username: str
     password: str
     roles: tuple[str, ...]
@@ -42,7 +42,7 @@ class OIDCProvider:
     """oidc-provider on 127.0.0.1:`port`; `start(keys)` (re)starts it with that key set, the first key signing."""
 
     folder: Path
-    users: list[TestUser]
+    users: list[IdpUser]
     port: int
     client_id: str = "monailabel-app"
     access_token_ttl: int = 600

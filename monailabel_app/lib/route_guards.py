@@ -13,11 +13,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.routing import APIRoute
 from monailabel.config import settings
 from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import logs as ml_logs
+from monailabel.endpoints import proxy as ml_proxy
 from monailabel.endpoints import scoring as ml_scoring
 from monailabel.endpoints import session as ml_session
 from monailabel.endpoints.user.auth import User
@@ -143,7 +144,25 @@ def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User =
         return ml_datastore.update_label_info(label, tag, info, user.username)
 
 
+def dicom_proxy(op: str) -> Callable:
+    """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500)."""
+
+    async def proxy(request: Request, path: str, user: User = USER):
+        if not settings.MONAI_LABEL_STUDIES.startswith(("http://", "https://")):
+            raise HTTPException(status_code=404, detail="this server's datastore is a folder, not a PACS: there is "
+                                                        "no DICOMweb server to proxy to")
+        return await ml_proxy.proxy_dicom(request, op, path)
+
+    proxy.__name__ = f"dicom_proxy_{op or 'any'}"
+    return proxy
+
+
+# The generic /proxy/dicom/{path} first: each guard is inserted in front of the ones before it.
+PROXY_GUARDS = [(method, f"/proxy/dicom{'/' + op if op else ''}/{{path:path}}", dicom_proxy(op))
+                for op in ("", "wado", "qido", "stow") for method in ("GET", "POST")]
+
 GUARDS: list[tuple[str, str, Callable]] = [
+    *PROXY_GUARDS,
     ("GET", "/logs/", get_logs),
     ("GET", "/logs/gpu", gpu_info),
     ("POST", "/infer/wsi_v2/{model}", no_whole_slide),
