@@ -21,7 +21,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[server,test,slicer-test]"
 	touch $@
 
-install: $(VENV)/.installed
+# The test identity provider (npm oidc-provider, exact versions from its package-lock.json) for the auth tests.
+IDP := Testing/idp
+$(IDP)/node_modules/.installed: $(IDP)/package.json $(IDP)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm (Node.js 20+) not found; the auth tests run a local OpenID Connect provider with it"; exit 1; }
+	cd $(IDP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(IDP)/node_modules/.installed
 
 # The sample datastore is built from registry packages only (pyradiomics sdist, nilearn); see monailabel_app/scripts.
 # STUDIES may instead be a PACS's DICOMweb URL (make serve STUDIES=http://127.0.0.1:8042/dicom-web): then there is
