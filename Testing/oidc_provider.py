@@ -30,6 +30,16 @@ class IdpUser:
     email: str = ""
 
 
+ROLE = {r: f"monailabel-{r}" for r in ("user", "annotator", "reviewer", "admin")}
+# As a site grants them (MONAI Label checks each role by name, so an admin holds all four); nora signs in but has
+# no role at all.
+SITE_USERS = [IdpUser("ursula", "u-pass", (ROLE["user"],)),
+              IdpUser("anna", "a-pass", (ROLE["user"], ROLE["annotator"])),
+              IdpUser("rita", "r-pass", (ROLE["user"], ROLE["annotator"], ROLE["reviewer"])),
+              IdpUser("adam", "ad-pass", tuple(ROLE.values())),
+              IdpUser("nora", "n-pass", ())]
+
+
 def new_key(kid: str) -> dict:
     """A fresh RS256 signing key as a private JWK (what the provider's `jwks` option takes)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -47,6 +57,7 @@ class OIDCProvider:
     client_id: str = "monailabel-app"
     access_token_ttl: int = 600
     process: subprocess.Popen | None = field(default=None, init=False)
+    keys: list[dict] = field(default_factory=list, init=False)  # the set it runs with, the first one signing
 
     @property
     def issuer(self) -> str:
@@ -54,6 +65,7 @@ class OIDCProvider:
 
     def start(self, keys: list[dict]) -> None:
         self.stop()
+        self.keys = keys
         node = shutil.which("node")
         if node is None or not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError("the test provider needs Node.js and `npm ci` in Testing/idp (make install runs it)")

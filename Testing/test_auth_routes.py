@@ -16,20 +16,12 @@ from dataclasses import dataclass, field
 import jwt
 import pytest
 import requests
-from scripts.serve import free_port
 
 from lib.medfm.files import read_json
-from Testing.conftest import ROOT, RunningServer, copy_datastore
-from Testing.oidc_provider import IdpUser, OIDCProvider, new_key
+from Testing.conftest import ROOT, RunningServer
+from Testing.oidc_provider import ROLE, SITE_USERS, IdpUser, OIDCProvider, new_key
 
-ROLE = {r: f"monailabel-{r}" for r in ("user", "annotator", "reviewer", "admin")}
-# As a site grants them (MONAI Label checks each role by name, so an admin holds all four); nora signs in but has
-# no role at all.
-USERS = [IdpUser("ursula", "u-pass", (ROLE["user"],)),
-         IdpUser("anna", "a-pass", (ROLE["user"], ROLE["annotator"])),
-         IdpUser("rita", "r-pass", (ROLE["user"], ROLE["annotator"], ROLE["reviewer"])),
-         IdpUser("adam", "ad-pass", tuple(ROLE.values())),
-         IdpUser("nora", "n-pass", ())]
+USERS = SITE_USERS
 ADMIN = "adam"
 TINY_TRAIN = {"method": "lora", "max_epochs": 1, "slices_per_image": 1, "batch_size": 1, "labels": ["lesion"],
               "images": ["brain2"], "note": "auth test"}
@@ -82,27 +74,18 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(sample_datastore, tmp_path_factory):
-    base = tmp_path_factory.mktemp("auth")
-    idp = OIDCProvider(base, USERS, free_port(), access_token_ttl=3600)
-    idp.keys = [new_key("k1")]
-    idp.start(idp.keys)
-    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": idp.issuer,
-           "MONAI_LABEL_AUTH_CLIENT_ID": idp.client_id, "MONAI_LABEL_AUTH_JWKS_COOLDOWN": "1"}
-    studies = copy_datastore(sample_datastore, base / "studies", images=("breast1", "brain2"))
-    server = RunningServer(studies, base / "models", base / "server.log", env=env)
-    try:
-        s = Site(server, idp, {u.username: idp.password_grant(u.username, u.password)["access_token"] for u in USERS})
-        s.ok("POST", "/train/medsam_adapt", json=TINY_TRAIN)  # nothing held out yet: the guard judges quickly
-        s.wait_idle("train")
-        assert s.ok("GET", "/train/").json()["status"] == "DONE"
-        s.ok("PUT", "/medfm/heldout", json={"images": ["breast1"]})
-        assert "v0001" in [r["version"] for r in s.ok("GET", "/medfm/adapters").json()["adapters"]]
-        s.archive = s.ok("GET", "/medfm/adapters/v0001/export").content
-        yield s
-    finally:
-        server.stop()
-        idp.stop()
+def site(auth_server):
+    """The auth server with one small adapter version v0001 trained (activate, export, import and delete need
+    one), then breast1 held out (evaluate and compare need one)."""
+    idp, server = auth_server
+    s = Site(server, idp, {u.username: idp.password_grant(u.username, u.password)["access_token"] for u in USERS})
+    s.ok("POST", "/train/medsam_adapt", json=TINY_TRAIN)  # nothing held out yet: the guard judges quickly
+    s.wait_idle("train")
+    assert s.ok("GET", "/train/").json()["status"] == "DONE"
+    s.ok("PUT", "/medfm/heldout", json={"images": ["breast1"]})
+    assert "v0001" in [r["version"] for r in s.ok("GET", "/medfm/adapters").json()["adapters"]]
+    s.archive = s.ok("GET", "/medfm/adapters/v0001/export").content
+    return s
 
 
 # ---- what each row sends: a request that succeeds for a user holding the role -------------------------------
