@@ -7,6 +7,9 @@ drift from what the server enforces; every route in the server's OpenAPI must be
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
 
 from lib.medfm.files import read_json
 from Testing.conftest import ROOT, RunningServer
@@ -322,7 +326,7 @@ def forged(site: Site, key: dict | None, **changes) -> str:
 
 
 @pytest.mark.parametrize("case", ["expired", "other issuer", "other audience", "unsigned", "another key",
-                                  "another key, unknown kid", "no expiry", "tampered"])
+                                  "another key, unknown kid", "no expiry", "tampered", "HMAC with the public key"])
 def test_bad_tokens_get_401_and_change_nothing(site, case):
     now = int(time.time())
     signing = site.idp.keys[0]
@@ -334,7 +338,8 @@ def test_bad_tokens_get_401_and_change_nothing(site, case):
              "another key": lambda: forged(site, rogue),
              "another key, unknown kid": lambda: forged(site, {**rogue, "kid": "rogue"}),
              "no expiry": lambda: forged(site, signing, exp=None),
-             "tampered": lambda: _tamper(site.tokens["ursula"], site.tokens[ADMIN])}[case]()
+             "tampered": lambda: _tamper(site.tokens["ursula"], site.tokens[ADMIN]),
+             "HMAC with the public key": lambda: _hmac_with_public_key(site, signing)}[case]()
     control = forged(site, signing)  # forged alike but unchanged: it passes, so each 401 is the change's doing
     assert requests.get(f"{site.server.url}/info/", headers={"Authorization": f"Bearer {control}"}, timeout=60).ok
     before = site.state()
@@ -345,6 +350,17 @@ def test_bad_tokens_get_401_and_change_nothing(site, case):
         assert response.status_code == 401, f"{case}: {method} {path} answered {response.status_code}"
         assert response.headers.get("www-authenticate", "").lower().startswith("bearer")
     assert site.state() == before
+
+
+def _hmac_with_public_key(site: Site, signing: dict) -> str:
+    """The classic algorithm confusion: HS256 keyed with the provider's public key, which anyone can read."""
+    public_pem = jwt.PyJWK({k: v for k, v in signing.items() if k in ("kty", "n", "e", "kid")}).key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    head, claims, _ = forged(site, signing).split(".")
+    head = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "typ": "JWT", "kid": signing["kid"]}).encode())
+    signing_input = head.rstrip(b"=") + b"." + claims.encode()
+    mac = base64.urlsafe_b64encode(hmac.new(public_pem, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return (signing_input + b"." + mac).decode()
 
 
 def _tamper(user_token: str, admin_token: str) -> str:
