@@ -8,7 +8,7 @@ PORT       ?= 8000
 STUDIES    ?= datastore
 PYTEST_ARGS ?=
 
-.PHONY: serve test install datastore pacs clean-datastore bench-adapt bench-speed bench-al bench-site bench-interactive fl-sim \
+.PHONY: serve test install test-idp datastore pacs clean-datastore bench-adapt bench-speed bench-al bench-site bench-interactive fl-sim \
 	bench-federated
 
 # Stamp files make the install idempotent: re-run only when the pins or the extras change.
@@ -21,7 +21,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[server,test,slicer-test]"
 	touch $@
 
+# The test identity provider (npm oidc-provider, exact versions from its package-lock.json) for the auth tests:
+# `make test` needs it, a server does not (a site points the server at its own provider, docs/auth.md).
+IDP := Testing/idp
+$(IDP)/node_modules/.installed: $(IDP)/package.json $(IDP)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm (Node.js 20+) not found; the auth tests run a local OpenID Connect provider with it"; exit 1; }
+	cd $(IDP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.installed
+
+test-idp: $(IDP)/node_modules/.installed
 
 # The sample datastore is built from registry packages only (pyradiomics sdist, nilearn); see monailabel_app/scripts.
 # STUDIES may instead be a PACS's DICOMweb URL (make serve STUDIES=http://127.0.0.1:8042/dicom-web): then there is
@@ -45,7 +55,7 @@ serve: install $(SERVE_DATA)
 pacs: install datastore
 	$(PY) monailabel_app/scripts/local_orthanc.py --port 8042 --studies $(STUDIES)
 
-test: install
+test: install test-idp
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -343,7 +343,9 @@ class MedFMAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         url = self.ui.serverUrlLineEdit.text
         token = self.ui.tokenLineEdit.text or None
         verify = self.ui.verifyTlsCheckBox.checked
-        self.start(lambda: self.logic.connect_job(url, token, verify))
+        username, password = self.ui.usernameLineEdit.text.strip(), self.ui.passwordLineEdit.text
+        self.ui.passwordLineEdit.text = ""  # used once, for the sign-in; the token is kept, the password is not
+        self.start(lambda: self.logic.connect_job(url, token, verify, username, password))
 
     def onNextSample(self) -> None:
         strategy = self.ui.strategyComboBox.currentText

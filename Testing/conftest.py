@@ -40,9 +40,11 @@ class RunningServer(ServerProcess):
     """The server `make serve` starts, on a free port, with background rescoring off: it would compete with the
     tests for the 2 CPU cores (the active-learning tests start scoring themselves)."""
 
-    def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None):
+    def __init__(self, studies: Path, models: Path, log: Path, conf: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None):
         super().__init__(studies, models, log, conf, env={"MONAI_LABEL_SESSION_PATH": str(models / "sessions"),
-                                                           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}, timeout=180)
+                                                           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false", **(env or {})},
+                         timeout=180)
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +68,26 @@ def client(server, tmp_path):
     from monailabel.client import MONAILabelClient
 
     return MONAILabelClient(server.url, tmpdir=str(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def auth_server(sample_datastore, tmp_path_factory):
+    """A real OpenID Connect provider (npm oidc-provider, Testing/idp) with a user in each role, and one server
+    over breast1 and brain2 with authentication on, checking tokens against it."""
+    from Testing.oidc_provider import SITE_USERS, OIDCProvider, new_key
+
+    base = tmp_path_factory.mktemp("auth")
+    idp = OIDCProvider(base, SITE_USERS, free_port(), access_token_ttl=3600)
+    idp.start([new_key("k1")])
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": idp.issuer,
+           "MONAI_LABEL_AUTH_CLIENT_ID": idp.client_id,
+           "MONAI_LABEL_AUTH_JWKS_COOLDOWN": "1"}  # so the key rotation test need not wait 30 s
+    try:
+        server = RunningServer(copy_datastore(sample_datastore, base / "studies", images=("breast1", "brain2")),
+                               base / "models", base / "server.log", env=env)
+    except BaseException:
+        idp.stop()
+        raise
+    yield idp, server
+    server.stop()
+    idp.stop()

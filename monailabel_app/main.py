@@ -35,10 +35,12 @@ class MedFMAdaptApp(MONAILabelApp):
         if "monailabel.app" in sys.modules:  # inside the server, not the training subprocess
             from monailabel.app import app as fastapi_app
 
+            from lib.auth_setup import install_auth
             from lib.preflight import install_nonblocking_infer, install_train_preflight
             from lib.registry_api import build_router
             from lib.route_guards import install_route_guards
 
+            install_auth(fastapi_app)  # with MONAI_LABEL_AUTH_ENABLE: tokens checked by the OIDC provider's JWKS
             install_train_preflight(fastapi_app, self.check_train_request)
             install_nonblocking_infer(fastapi_app)
             install_route_guards(fastapi_app)

@@ -14,6 +14,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,8 @@ class MedFMClient:
             raise ValueError(f"The server address must start with http:// or https://, not {scheme}://")
         self.base_url = url.rstrip("/")
         self.token = token or None
+        # Set after a sign-in (sign_in.TokenKeeper.bearer): asked for the token at each call, so it is renewed.
+        self.token_source: Callable[[], str] | None = None
         self.timeout = timeout
         self.long_timeout = long_timeout
         self.verify_tls = verify_tls
@@ -127,8 +130,9 @@ class MedFMClient:
         request.add_header("Accept", "application/json, multipart/form-data, */*")
         if content_type:
             request.add_header("Content-Type", content_type)
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+        token = self.token_source() if self.token_source else self.token
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
         return request
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -188,6 +192,16 @@ class MedFMClient:
         return target
 
     # ---- MONAI Label standard endpoints ---------------------------------------------------------------------------
+
+    def auth(self) -> dict[str, Any]:
+        """GET /auth/ (MONAI Label's, public): whether sign-in is needed, the client id and the provider's issuer.
+        A server with authentication off may not serve it at all: that is the same as off."""
+        try:
+            return self._object(self._json("GET", "/auth/"), "/auth/")
+        except HTTPFailure as exc:
+            if exc.status == 404:
+                return {"enabled": False}
+            raise
 
     def info(self) -> dict[str, Any]:
         """GET /info/: models, trainers, strategies, labels and train_stats."""

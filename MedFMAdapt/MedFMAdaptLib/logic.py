@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from . import prompt_nodes
+from . import prompt_nodes, sign_in
 from . import scene as scene_lib
 from .client import AUTO_MODEL, INTERACTIVE_MODEL, PRETRAINER, RUNNING_STATES, TRAINER, InferResult, MedFMClient
 from .errors import ServerError
@@ -125,11 +125,21 @@ class MedFMAdaptLogic:
 
     # ---- server -----------------------------------------------------------------------------------------------------
 
-    def connect_job(self, url: str, token: str | None = None, verify_tls: bool = True) -> Job:
-        """GET /info/ and the adapter registry (GET /medfm/adapters)."""
+    def connect_job(self, url: str, token: str | None = None, verify_tls: bool = True, username: str = "",
+                    password: str = "") -> Job:
+        """GET /info/ and the adapter registry (GET /medfm/adapters); with a username, sign in first at the
+        identity provider the server names (sign_in.py), and keep the token in memory, renewed, for every call."""
         client = self.client_factory(url, token=token, verify_tls=verify_tls, download_dir=self.work_dir)
 
         def work(report: Report):
+            if username:
+                report("Signing in", 0.1)
+                provider = sign_in.discover(client.auth(), client.timeout)
+                if provider is None:
+                    raise ValueError("This server does not ask for a sign-in: connect without a username.")
+                keeper = sign_in.TokenKeeper(provider, timeout=client.timeout)
+                keeper.sign_in(username, password)
+                client.token_source = keeper.bearer
             report("Asking the server what it offers", 0.2)
             return client.info(), client.registry(), client.heldout(), client.sessions()
 

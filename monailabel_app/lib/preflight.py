@@ -34,7 +34,7 @@ def install_train_preflight(app: FastAPI, validate: Callable[[str, dict], None])
         return ml_train.run_model(model, params, run_sync, enqueue)
 
     route = APIRoute(path, medfm_train_preflight, methods=["POST"], name="medfm_train_preflight",
-                     include_in_schema=False)
+                     include_in_schema=False, dependency_overrides_provider=app)
     app.router.routes.insert(0, route)
 
 
@@ -54,5 +54,5 @@ def install_nonblocking_infer(app: FastAPI) -> None:
         return ml_infer.run_inference(background_tasks, model, image, session_id, params, file, label, output)
 
     route = APIRoute(path, medfm_infer_in_thread, methods=["POST"], name="medfm_infer_in_thread",
-                     include_in_schema=False)
+                     include_in_schema=False, dependency_overrides_provider=app)
     app.router.routes.insert(0, route)

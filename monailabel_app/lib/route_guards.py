@@ -13,10 +13,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.routing import APIRoute
+from monailabel.config import settings
 from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import logs as ml_logs
+from monailabel.endpoints import proxy as ml_proxy
 from monailabel.endpoints import scoring as ml_scoring
 from monailabel.endpoints import session as ml_session
 from monailabel.endpoints.user.auth import User
@@ -123,7 +125,9 @@ def add_image(background_tasks: BackgroundTasks, image: str | None = None, param
 def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
                tag: str = ml_datastore.DefaultLabelTag.FINAL.value, label: UploadFile = File(...),
                user: User = ANNOTATOR):
-    json_field(params, "params")
+    fields = json_field(params, "params")
+    if settings.MONAI_LABEL_AUTH_ENABLE:  # who saved a label is the signed-in user, not what the client says
+        params = json.dumps({**fields, "user": user.username})
     with monailabel_errors():
         return ml_datastore.save_label(background_tasks, image, params, tag, label, user.username)
 
@@ -140,7 +144,25 @@ def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User =
         return ml_datastore.update_label_info(label, tag, info, user.username)
 
 
+def dicom_proxy(op: str) -> Callable:
+    """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500)."""
+
+    async def proxy(request: Request, path: str, user: User = USER):
+        if not settings.MONAI_LABEL_STUDIES.startswith(("http://", "https://")):
+            raise HTTPException(status_code=404, detail="this server's datastore is a folder, not a PACS: there is "
+                                                        "no DICOMweb server to proxy to")
+        return await ml_proxy.proxy_dicom(request, op, path)
+
+    proxy.__name__ = f"dicom_proxy_{op or 'any'}"
+    return proxy
+
+
+# The generic /proxy/dicom/{path} first: each guard is inserted in front of the ones before it.
+PROXY_GUARDS = [(method, f"/proxy/dicom{'/' + op if op else ''}/{{path:path}}", dicom_proxy(op))
+                for op in ("", "wado", "qido", "stow") for method in ("GET", "POST")]
+
 GUARDS: list[tuple[str, str, Callable]] = [
+    *PROXY_GUARDS,
     ("GET", "/logs/", get_logs),
     ("GET", "/logs/gpu", gpu_info),
     ("POST", "/infer/wsi_v2/{model}", no_whole_slide),
@@ -163,4 +185,5 @@ def install_route_guards(app: FastAPI) -> None:
         return
     for method, path, handler in GUARDS:
         app.router.routes.insert(0, APIRoute(path, handler, methods=[method], name=f"medfm_guard_{handler.__name__}",
-                                             include_in_schema=False))
+                                             include_in_schema=False,
+                                             dependency_overrides_provider=app))

@@ -91,6 +91,10 @@ class ServerProcess:
                 with urllib.request.urlopen(f"{self.url}/info/", timeout=5) as response:
                     if response.status == 200:
                         return
+            except urllib.error.HTTPError as err:
+                if err.code == 401:  # authentication is on: the server is up and asks for a token
+                    return
+                time.sleep(0.5)
             except OSError:
                 time.sleep(0.5)
         self.stop()

@@ -1,0 +1,127 @@
+"""Bearer tokens checked against a standard OpenID Connect provider: signature by the provider's JWKS, issuer,
+audience and expiry, then the user and roles read from the claims.
+
+MONAI Label 0.8.5 checks tokens with a Keycloak-only `public_key` read from the realm document and ignores the
+audience, so a site whose provider speaks plain OpenID Connect could not use it. This module needs only what every
+provider publishes: `{issuer}/.well-known/openid-configuration` and its `jwks_uri`. Keycloak is one such provider:
+its realm URI is its issuer, and its `realm_access.roles` claim is the default roles path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import requests
+
+# Asymmetric algorithms only: an HMAC algorithm would let anyone holding the public key forge tokens, and "none"
+# is no signature at all.
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+class ProviderUnreachable(Exception):
+    """The provider's discovery document or keys could not be fetched: the server cannot tell, rather than no."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """MONAI Label's own `MONAI_LABEL_AUTH_*` names where it has one, plus the JWKS ones it lacks."""
+
+    issuer: str
+    audience: str
+    roles_claim: str = "realm_access#roles"
+    username_claim: str = "preferred_username"
+    email_claim: str = "email"
+    name_claim: str = "name"
+    jwks_uri: str = ""  # empty: the `jwks_uri` of the issuer's discovery document
+    jwks_cooldown_s: float = 30.0  # an unknown key id refetches the key set at most this often
+    leeway_s: float = 30.0  # clock skew allowed on exp/iat/nbf
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, settings: Any, env: dict[str, str] | None = None) -> AuthSettings:
+        """`settings` is MONAI Label's `monailabel.config.settings` (read from the same environment)."""
+        env = os.environ if env is None else env
+        return cls(issuer=settings.MONAI_LABEL_AUTH_REALM_URI.rstrip("/"),
+                   audience=env.get("MONAI_LABEL_AUTH_AUDIENCE") or settings.MONAI_LABEL_AUTH_CLIENT_ID,
+                   roles_claim=settings.MONAI_LABEL_AUTH_TOKEN_ROLES,
+                   username_claim=settings.MONAI_LABEL_AUTH_TOKEN_USERNAME,
+                   email_claim=settings.MONAI_LABEL_AUTH_TOKEN_EMAIL, name_claim=settings.MONAI_LABEL_AUTH_TOKEN_NAME,
+                   jwks_uri=env.get("MONAI_LABEL_AUTH_JWKS_URI", ""),
+                   jwks_cooldown_s=float(env.get("MONAI_LABEL_AUTH_JWKS_COOLDOWN", 30)),
+                   leeway_s=float(env.get("MONAI_LABEL_AUTH_LEEWAY", 30)),
+                   timeout_s=float(settings.MONAI_LABEL_AUTH_TIMEOUT))
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    email: str | None
+    name: str | None
+    roles: list[str]
+
+
+def claim_at(payload: dict, path: str) -> Any:
+    """The claim at a `#`-separated path (MONAI Label's convention: `realm_access#roles`), or None."""
+    value: Any = payload
+    for part in path.split("#"):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+class TokenVerifier:
+    """Verifies access tokens; the provider's key set is fetched once and again when a token names an unknown key
+    id (the provider rotated its keys), at most once per cooldown."""
+
+    def __init__(self, settings: AuthSettings):
+        self.settings = settings
+        self._jwks: jwt.PyJWKClient | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> jwt.PyJWKClient:
+        with self._lock:
+            if self._jwks is None:
+                uri = self.settings.jwks_uri or self._discover_jwks_uri()
+                self._jwks = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=300, timeout=self.settings.timeout_s,
+                                             cooldown_duration=self.settings.jwks_cooldown_s)
+            return self._jwks
+
+    def _discover_jwks_uri(self) -> str:
+        url = f"{self.settings.issuer}/.well-known/openid-configuration"
+        try:
+            response = requests.get(url, timeout=self.settings.timeout_s)
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as err:
+            raise ProviderUnreachable(f"cannot read the provider's discovery document {url}: {err}") from err
+        if document.get("issuer", "").rstrip("/") != self.settings.issuer:
+            raise ProviderUnreachable(f"{url} names issuer {document.get('issuer')!r}, not {self.settings.issuer!r}")
+        return document["jwks_uri"]
+
+    def verify(self, token: str) -> dict:
+        """The token's claims, or `jwt.InvalidTokenError` (wrong signature, key, issuer, audience, expired...)."""
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") not in ALGORITHMS:
+            raise jwt.InvalidAlgorithmError(f"algorithm {header.get('alg')!r} is not accepted")
+        try:
+            key = self._client().get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError as err:
+            raise ProviderUnreachable(str(err)) from err
+        except jwt.PyJWKClientError as err:
+            raise jwt.InvalidTokenError(str(err)) from err
+        return jwt.decode(token, key, algorithms=list(ALGORITHMS), audience=self.settings.audience,
+                          issuer=self.settings.issuer, leeway=self.settings.leeway_s,
+                          options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+
+    def identity(self, token: str) -> Identity:
+        claims = self.verify(token)
+        s = self.settings
+        roles = claim_at(claims, s.roles_claim)
+        roles = [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
+        return Identity(username=str(claim_at(claims, s.username_claim) or claims["sub"]),
+                        email=claim_at(claims, s.email_claim), name=claim_at(claims, s.name_claim), roles=roles)
