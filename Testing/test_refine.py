@@ -96,6 +96,47 @@ def test_a_click_no_candidate_agrees_with_still_changes_its_spot():
     assert edit.how == "disk" and edit.mask[30, 30] and (edit.mask & previous).sum() == previous.sum()
 
 
+def test_a_foreground_click_no_decoder_answer_holds_grows_over_what_looks_like_it():
+    """brain2's darker half of the lesion: no box makes LiteMedSAM take it in; the click grows over it instead."""
+    image = np.full((40, 40), 0.1)
+    image[10:20, 10:20] = 0.7  # the part the decoder found
+    image[10:20, 20:26] = 0.45  # the darker part it left out
+    previous = square((40, 40), 10, 20, 10, 20)
+    empty = np.zeros((40, 40), dtype=bool)
+    click = (23.0, 15.0, 1)
+    edit = edit_slice(previous, [click], click, decoder_returning((empty, 0.9)), image=image)
+    assert edit.how == "grown"
+    assert np.array_equal(edit.mask, square((40, 40), 10, 20, 10, 26))  # the darker part, and not the background
+    bounded = edit_slice(previous, [click], click, decoder_returning((empty, 0.9)), image=image,
+                         bounds=(10.0, 10.0, 24.0, 20.0))
+    assert np.array_equal(bounded.mask, square((40, 40), 10, 20, 10, 24))  # never past the user's box
+
+
+def test_a_click_on_background_alike_to_it_is_a_disk_not_a_flood():
+    """A region larger than the answer has leaked into the background: the click falls back to its disk."""
+    image = np.full((40, 40), 0.1)
+    previous = square((40, 40), 18, 22, 18, 22)
+    click = (30.0, 20.0, 1)
+    edit = edit_slice(previous, [click], click, decoder_returning((np.zeros((40, 40), dtype=bool), 0.9)),
+                      image=image)
+    assert edit.how == "disk" and edit.mask.sum() < previous.sum() + 20
+
+
+def test_a_background_click_removes_no_more_than_the_part_that_looks_like_it():
+    """breast1's rim click: the decoder's cut took 19 lesion pixels with the 2 wrong ones; what looks like the
+    click (the rim tissue) is all that goes, when it is the smaller removal."""
+    image = np.full((40, 40), 0.7)
+    image[10:20, 24:28] = 0.2  # a rim of other tissue the answer took in
+    previous = square((40, 40), 10, 20, 10, 28)
+    cut = square((40, 40), 10, 20, 10, 18)  # the decoder's candidate keeps less than the lesion
+    click = (26.0, 15.0, 0)
+    edit = edit_slice(previous, [click], click, decoder_returning((cut, 0.9)), image=image)
+    assert edit.how == "alike" and np.array_equal(edit.mask, square((40, 40), 10, 20, 10, 24))
+    wide = edit_slice(previous, [click], click, decoder_returning((square((40, 40), 10, 20, 10, 25), 0.9)),
+                      image=image)
+    assert wide.how != "alike" and np.array_equal(wide.mask, square((40, 40), 10, 20, 10, 25))  # the smaller cut
+
+
 def request(fg=(), bg=(), key="img", roi=None) -> Request:
     return Request(key, "base", roi, 32, tuple(fg), tuple(bg))
 
