@@ -137,6 +137,19 @@ def test_a_background_click_removes_no_more_than_the_part_that_looks_like_it():
     assert wide.how != "alike" and np.array_equal(wide.mask, square((40, 40), 10, 20, 10, 25))  # the smaller cut
 
 
+def test_inside_the_users_3d_box_one_background_click_trims_and_never_takes_most_of_the_slice():
+    """A kidney slice lost 219 of its 287 pixels to one click on a 74-pixel over-segmentation, and the walk carried
+    the cut over 16 slices (Dice 0.82 -> 0.50): inside the roi a removal of more than half the slice is refused."""
+    previous = square((40, 40), 10, 30, 10, 30)  # 400 pixels
+    click = (27.0, 20.0, 0)  # near the right rim
+    most = square((40, 40), 10, 30, 10, 16)  # the decoder's one-sided cut keeps 120 of 400
+    trim = square((40, 40), 10, 30, 10, 26)
+    edit = edit_slice(previous, [click], click, decoder_returning((most, 0.95), (trim, 0.5)), in_roi=True)
+    assert np.array_equal(edit.mask, trim)
+    free = edit_slice(previous, [click], click, decoder_returning((most, 0.95), (trim, 0.5)))
+    assert free.mask.sum() < trim.sum()  # without an roi the decoder's own choice stands
+
+
 def request(fg=(), bg=(), key="img", roi=None) -> Request:
     return Request(key, "base", roi, 32, tuple(fg), tuple(bg))
 

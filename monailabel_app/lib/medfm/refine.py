@@ -29,6 +29,7 @@ Decode = Callable[[list[Box], bool], list[tuple[np.ndarray, float]]]
 EIGHT = np.ones((3, 3), dtype=bool)
 FALLBACK_RADIUS = 2  # pixels: what a click changes when no candidate agrees with it
 CENTRE_DEPTH = 0.5  # a background click this deep in a blob (of its deepest point) removes the blob
+MOST_OF_A_SLICE = 0.5  # a removal larger than this share of a slice's answer is a cut gone wrong, not a trim
 GROW_TOLERANCE = 0.05  # windowed intensity ([0, 1]): how alike pixels grown from a foreground click must be
 GROW_LIMIT = 20  # pixels: the most a click may grow on a slice whose answer is smaller than that
 
@@ -146,12 +147,15 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None,
     candidates = [(m, q, f"cut {n}") for n, (m, q) in enumerate(decode(boxes, False))] if boxes else []
     candidates += [(m, q, "box+clicks+mask") for m, q in decode([full], True)]
     keep_in = _near(previous.shape, clicks, flag=1)  # foreground clicks stay foreground
+    # Inside the user's 3D box one click trims the structure, it does not take most of it: a one-sided cut that
+    # removed 219 of a kidney slice's 287 pixels (74 of them wrong) is not offered.
+    most = previous.sum() * MOST_OF_A_SLICE if in_roi else np.inf
     # What stays should go on in the slices next to it (a structure is continuous; a wrong blob removed from one
     # slice often is too): the kept part that overlaps the neighbouring slices' answer most wins, quality breaks ties.
     best = None
     for mask, quality, how in candidates:
         removed = _component(previous & ~mask & ~keep_in, at)
-        if not removed.any():  # however small: the decoder's own small removal is often the right one
+        if not removed.any() or removed.sum() > most:  # however small: the decoder's small removal is often right
             continue
         kept = previous & ~removed
         score = (_overlap(kept, neighbours), quality)

@@ -21,7 +21,7 @@ from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .errors import ConflictError
 from .prompts import VolumePrompts, box_of_mask
-from .refine import Click, edit_slice, honours
+from .refine import MOST_OF_A_SLICE, Click, edit_slice, honours
 from .settings import default_batch_size
 from .volume import Volume
 
@@ -338,6 +338,8 @@ class Segmenter:
             if adds and delta.sum() > 2 * max(int(near.sum()), 1):
                 delta = change & near
             if looks is not None and delta.any() and not looks.matches(volume.slice_windowed(k), delta):
+                return
+            if not adds and delta.sum() > MOST_OF_A_SLICE * old.sum():  # a trim carried on, never most of a slice
                 return
             new = old | delta if adds else old & ~delta
             volume.put_slice(label, k, new.astype(np.uint8))
