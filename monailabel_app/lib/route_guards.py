@@ -144,6 +144,17 @@ def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User =
         return ml_datastore.update_label_info(label, tag, info, user.username)
 
 
+# The user's credentials for this server: MONAI Label's proxy copies every request header on a POST, so without
+# this the PACS (another party) would receive a bearer token good for this server, or its session cookie.
+CREDENTIAL_HEADERS = {b"authorization", b"cookie"}
+
+
+def without_credentials(request: Request) -> Request:
+    """The same request (same body stream) without this server's credential headers, to hand on to the PACS."""
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in CREDENTIAL_HEADERS]
+    return Request({**request.scope, "headers": headers}, request.receive)
+
+
 def dicom_proxy(op: str) -> Callable:
     """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500)."""
 
@@ -151,7 +162,7 @@ def dicom_proxy(op: str) -> Callable:
         if not settings.MONAI_LABEL_STUDIES.startswith(("http://", "https://")):
             raise HTTPException(status_code=404, detail="this server's datastore is a folder, not a PACS: there is "
                                                         "no DICOMweb server to proxy to")
-        return await ml_proxy.proxy_dicom(request, op, path)
+        return await ml_proxy.proxy_dicom(without_credentials(request), op, path)
 
     proxy.__name__ = f"dicom_proxy_{op or 'any'}"
     return proxy
