@@ -4,6 +4,7 @@ port that records what it receives: this server's credentials must not reach the
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,7 @@ from fastapi import Request
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import User
 
+from lib.auth import ANNOTATOR, USER
 from lib.route_guards import dicom_proxy, without_credentials
 
 SECRET = b"Bearer token-for-medfmadapt"
@@ -69,9 +71,15 @@ def test_credentials_are_dropped_and_the_rest_kept():
 
 
 def test_a_stow_through_the_proxy_reaches_the_pacs_without_the_users_token(pacs):
-    handler = dicom_proxy("stow")
+    handler = dicom_proxy("stow", "POST")
     response = asyncio.run(handler(incoming(), "studies", User(username="anna", roles=[])))
     assert response.status_code == 200
     assert len(pacs) == 1
     assert "authorization" not in pacs[0] and "cookie" not in pacs[0]
     assert pacs[0]["content-type"] == "application/dicom"
+
+
+def test_a_post_needs_the_annotator_role_a_get_the_user_role():
+    """A POST writes into the PACS (STOW), so it needs what PUT /datastore/image needs."""
+    assert inspect.signature(dicom_proxy("stow", "POST")).parameters["user"].default == ANNOTATOR
+    assert inspect.signature(dicom_proxy("wado", "GET")).parameters["user"].default == USER

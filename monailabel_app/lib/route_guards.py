@@ -155,8 +155,10 @@ def without_credentials(request: Request) -> Request:
     return Request({**request.scope, "headers": headers}, request.receive)
 
 
-def dicom_proxy(op: str) -> Callable:
-    """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500)."""
+def dicom_proxy(op: str, method: str) -> Callable:
+    """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500).
+
+    A POST (STOW) writes into the PACS, so it needs the annotator role, as adding an image to the datastore does."""
 
     async def proxy(request: Request, path: str, user: User = USER):
         if not settings.MONAI_LABEL_STUDIES.startswith(("http://", "https://")):
@@ -164,12 +166,16 @@ def dicom_proxy(op: str) -> Callable:
                                                         "no DICOMweb server to proxy to")
         return await ml_proxy.proxy_dicom(without_credentials(request), op, path)
 
-    proxy.__name__ = f"dicom_proxy_{op or 'any'}"
-    return proxy
+    async def proxy_write(request: Request, path: str, user: User = ANNOTATOR):
+        return await proxy(request, path, user)
+
+    handler = proxy_write if method == "POST" else proxy
+    handler.__name__ = f"dicom_proxy_{method.lower()}_{op or 'any'}"
+    return handler
 
 
 # The generic /proxy/dicom/{path} first: each guard is inserted in front of the ones before it.
-PROXY_GUARDS = [(method, f"/proxy/dicom{'/' + op if op else ''}/{{path:path}}", dicom_proxy(op))
+PROXY_GUARDS = [(method, f"/proxy/dicom{'/' + op if op else ''}/{{path:path}}", dicom_proxy(op, method))
                 for op in ("", "wado", "qido", "stow") for method in ("GET", "POST")]
 
 GUARDS: list[tuple[str, str, Callable]] = [
