@@ -397,3 +397,17 @@ def test_stock_plugin_sign_in(site, tmp_path):
     assert client.auth_valid_token()
     assert client.info()["name"] == "MedFMAdapt"
     assert jwt.decode(token["access_token"], options={"verify_signature": False})["preferred_username"] == "anna"
+
+
+def test_a_provider_refusal_other_than_the_password_is_not_called_one(site):
+    """The real provider's answer to a client it does not know (as with a wrong MONAI_LABEL_AUTH_CLIENT_ID): the
+    right password, yet refused; /auth/token must not tell the user the password is wrong."""
+    from lib.auth_setup import refusal
+
+    response = requests.post(site.idp.discovery()["token_endpoint"], timeout=10, data={
+        "grant_type": "password", "client_id": "not-registered", "username": "anna", "password": "a-pass"})
+    refused = refusal(response)
+    assert refused.status_code == 502 and "invalid_client" in refused.detail, refused.detail
+    wrong = requests.post(site.idp.discovery()["token_endpoint"], timeout=10, data={
+        "grant_type": "password", "client_id": site.idp.client_id, "username": "anna", "password": "not-hers"})
+    assert refusal(wrong).status_code == 401
