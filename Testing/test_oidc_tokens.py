@@ -95,3 +95,27 @@ def test_discovery_naming_another_issuer_is_refused(provider):
     publish(provider, "https://elsewhere.example/")
     with pytest.raises(ProviderUnreachable, match="names issuer"):
         verifier(provider.url).verify(token(provider.url))
+
+
+@pytest.mark.parametrize("email,name", [(["a@x", "b@x"], {"given": "Anna"}), (42, None), (None, True)])
+def test_email_or_name_of_another_type_is_dropped(provider, email, name):
+    """A provider mapping `email` to a list (or `name` to an object) gave a 500 from MONAI Label's User model."""
+    from monailabel.endpoints.user.auth import User
+
+    publish(provider, provider.url)
+    identity = verifier(provider.url).identity(token(provider.url, email=email, name=name))
+    assert identity.email is None and identity.name is None and identity.username == "anna"
+    User(username=identity.username, email=identity.email, name=identity.name, roles=identity.roles)
+    kept = verifier(provider.url).identity(token(provider.url, email="anna@site.example", name="Anna"))
+    assert (kept.email, kept.name) == ("anna@site.example", "Anna")
+
+
+@pytest.mark.parametrize("document", [["not", "an", "object"], {"issuer": "{url}"}, {"issuer": "{url}", "jwks_uri": 7},
+                                      "just a string"])
+def test_a_broken_discovery_document_is_provider_unreachable(provider, document):
+    """503 (the server cannot tell), not a KeyError's 500."""
+    if isinstance(document, dict):
+        document = {k: v.format(url=provider.url) if isinstance(v, str) else v for k, v in document.items()}
+    publish(provider, provider.url, discovery=document)
+    with pytest.raises(ProviderUnreachable):
+        verifier(provider.url).verify(token(provider.url))

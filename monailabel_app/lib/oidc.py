@@ -135,9 +135,16 @@ class TokenVerifier:
                           options={"require": ["exp", "iat", "iss", "aud", "sub"]})
 
     def identity(self, token: str) -> Identity:
+        """Who the token names; claims of the wrong type are dropped (MONAI Label's User model would 500 on them)."""
         claims = self.verify(token)
         s = self.settings
         roles = claim_at(claims, s.roles_claim)
         roles = [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
         return Identity(username=str(claim_at(claims, s.username_claim) or claims["sub"]),
-                        email=claim_at(claims, s.email_claim), name=claim_at(claims, s.name_claim), roles=roles)
+                        email=text_or_none(claim_at(claims, s.email_claim)),
+                        name=text_or_none(claim_at(claims, s.name_claim)), roles=roles)
+
+
+def text_or_none(value: Any) -> str | None:
+    """A claim kept only if it is a string: a provider mapping `email` to a list or object must not break sign-in."""
+    return value if isinstance(value, str) else None
