@@ -315,6 +315,20 @@ def test_decision_records_carry_the_token_user(site):
     assert entry["user"] == "anna" and entry["session"] == "auth-test" and entry["image"] == "brain2"
 
 
+def test_import_rollback_and_delete_record_the_token_user(site):
+    """They change what every radiologist's FM does or which versions exist, so the admin who did it is kept."""
+    imported = site.ok("POST", "/medfm/adapters/import", files={"file": ("a.tar.gz", site.archive)}).json()["version"]
+    assert site.ok("GET", f"/medfm/adapters/{imported}").json()["manifest"]["imported_from"]["by"] == ADMIN
+    site.ok("POST", f"/medfm/adapters/{imported}/activate")
+    site.ok("POST", "/medfm/adapters/rollback")
+    site.ok("DELETE", f"/medfm/adapters/{imported}")
+    events = read_json(next(site.server.models.glob("adapters/*/audit.json")))["events"]
+    assert [(e["action"], e["version"], e["by"]) for e in events[-4:]] == [
+        ("import", imported, ADMIN), ("activate", imported, ADMIN), ("rollback", events[-2]["version"], ADMIN),
+        ("delete", imported, ADMIN)]
+    assert events[-2]["replaced"] == imported
+
+
 # ---- tokens that must not pass ----------------------------------------------------------------------------
 def forged(site: Site, key: dict | None, **changes) -> str:
     """A token like the provider's for adam, with `changes` to its claims, signed by `key` (None: unsigned)."""
