@@ -315,6 +315,22 @@ def test_decision_records_carry_the_token_user(site):
     assert entry["user"] == "anna" and entry["session"] == "auth-test" and entry["image"] == "brain2"
 
 
+def test_a_sent_ts_cannot_put_a_label_save_under_another_name(site):
+    """rita sends a far-future `ts` (and a `user`) in brain2's final label info; anna's next save of another tag of
+    brain2 is still logged as hers: the log reads the label just saved, and the sent keys are dropped."""
+    for path, form in (("/datastore/label/info", "info"), ("/datastore/updatelabelinfo", "params")):
+        site.ok("PUT", path, user="rita", params={"label": "brain2", "tag": "final"},
+                data={form: json.dumps({"ts": 9_999_999_999, "user": "anna", "checksum": "x", "note": "rita's"})})
+        info = site.ok("GET", "/datastore/label/info", params={"label": "brain2", "tag": "final"}).json()
+        assert info["ts"] != 9_999_999_999 and info.get("checksum") != "x" and info["note"] == "rita's"
+        assert info["user"] == "rita"
+    site.ok("PUT", "/datastore/label", user="anna", params={"image": "brain2", "tag": "second"},
+            data={"params": json.dumps({"session": "second-look", "ts": 1})},
+            files={"label": ("l.nii.gz", label_bytes())})
+    entry = read_json(site.server.models / "annotations.json")["labels"][-1]
+    assert (entry["user"], entry["session"], entry["image"]) == ("anna", "second-look", "brain2")
+
+
 def test_import_rollback_and_delete_record_the_token_user(site):
     """They change what every radiologist's FM does or which versions exist, so the admin who did it is kept."""
     imported = site.ok("POST", "/medfm/adapters/import", files={"file": ("a.tar.gz", site.archive)}).json()["version"]

@@ -76,10 +76,7 @@ class MedFMAdaptApp(MONAILabelApp):
 
     def on_save_label(self, image_id, label_id):
         """Keep the annotation record a client sent with the label (`annotation_seconds`, `strategy`, `session`)."""
-        datastore = self.datastore()
-        tags = datastore.get_labels_by_image_id(image_id)
-        infos = [datastore.get_label_info(label, tag) for tag, label in tags.items()]
-        info = max(infos, key=lambda i: i.get("ts", 0), default={})
+        info = self._saved_label_info(image_id, label_id)
         seconds = info.get("annotation_seconds")
         try:
             seconds = float(seconds) if seconds is not None else None
@@ -90,6 +87,19 @@ class MedFMAdaptApp(MONAILabelApp):
             self.medsam.service.store.active(), info.get("user"))
         super().on_save_label(image_id, label_id)
         return {"annotation": entry}
+
+    def _saved_label_info(self, image_id: str, label_id: str) -> dict:
+        """The info of the label just saved: its tag comes from the save route (lib/route_guards.py); the newest
+        label of the image is only the fallback for a save that did not come through it."""
+        from lib.route_guards import SAVING_TAG
+
+        datastore = self.datastore()
+        tag = SAVING_TAG.get()
+        if tag is not None:
+            return datastore.get_label_info(label_id, tag) or {}
+        tags = datastore.get_labels_by_image_id(image_id)
+        infos = [datastore.get_label_info(label, tag) for tag, label in tags.items()]
+        return max(infos, key=lambda i: i.get("ts", 0), default={})
 
     def next_sample(self, request):
         """Unknown strategies get a 404 in words (MONAI Label raises a bare 500); default strategy: hybrid."""

@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.routing import APIRoute
@@ -55,6 +56,19 @@ def json_field(value: str, name: str) -> dict:
     if not isinstance(parsed, dict):
         raise HTTPException(status_code=400, detail=f"'{name}' must be a JSON object, got {type(parsed).__name__}")
     return parsed
+
+
+# Info keys the server sets (MONAI Label's datastore: when and by whom, the file's name and checksum): a client
+# sending them could make its own label the newest, or another user's, in the annotation log.
+SERVER_KEYS = ("ts", "user", "name", "checksum")
+
+# The tag of the label being saved, for the app's `on_save_label` hook (MONAI Label passes it only the ids).
+SAVING_TAG: ContextVar[str | None] = ContextVar("medfm_saving_tag", default=None)
+
+
+def client_fields(fields: dict, keep: tuple[str, ...] = ()) -> dict:
+    """`fields` without the keys the server sets (except those in `keep`)."""
+    return {k: v for k, v in fields.items() if k not in SERVER_KEYS or k in keep}
 
 
 # The most log lines one GET /logs/ returns: a larger `lines` overflowed MONAI Label's log reader (a 500).
@@ -117,9 +131,9 @@ def create_session(background_tasks: BackgroundTasks, uncompress: bool = False, 
 
 def add_image(background_tasks: BackgroundTasks, image: str | None = None, params: str = Form("{}"),
               file: UploadFile = File(...), user: User = ANNOTATOR):
-    json_field(params, "params")
+    fields = client_fields(json_field(params, "params"))
     with monailabel_errors():
-        return ml_datastore.add_image(background_tasks, image, params, file, user.username)
+        return ml_datastore.add_image(background_tasks, image, json.dumps(fields), file, user.username)
 
 
 def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
@@ -127,21 +141,32 @@ def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form
                user: User = ANNOTATOR):
     fields = json_field(params, "params")
     if settings.MONAI_LABEL_AUTH_ENABLE:  # who saved a label is the signed-in user, not what the client says
-        params = json.dumps({**fields, "user": user.username})
-    with monailabel_errors():
-        return ml_datastore.save_label(background_tasks, image, params, tag, label, user.username)
+        fields = {**client_fields(fields), "user": user.username}
+    else:  # one machine, no sign-in: a client-named user is all there is, kept as before
+        fields = client_fields(fields, keep=("user",))
+    saving = SAVING_TAG.set(tag or ml_datastore.DefaultLabelTag.FINAL.value)
+    try:
+        with monailabel_errors():
+            return ml_datastore.save_label(background_tasks, image, json.dumps(fields), tag, label, user.username)
+    finally:
+        SAVING_TAG.reset(saving)
 
 
 def update_image_info(image: str, info: str = Form("{}"), user: User = ANNOTATOR):
-    json_field(info, "info")
+    fields = client_fields(json_field(info, "info"))
     with monailabel_errors():
-        return ml_datastore.update_image_info(image, info, user.username)
+        return ml_datastore.update_image_info(image, json.dumps(fields), user.username)
 
 
 def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User = ANNOTATOR):
-    json_field(info, "info")
+    fields = client_fields(json_field(info, "info"))
     with monailabel_errors():
-        return ml_datastore.update_label_info(label, tag, info, user.username)
+        return ml_datastore.update_label_info(label, tag, json.dumps(fields), user.username)
+
+
+def update_label_info_old(label: str, tag: str, params: str = Form("{}"), user: User = ANNOTATOR):
+    """MONAI Label's deprecated PUT /datastore/updatelabelinfo, the same with the field named `params`."""
+    return update_label_info(label, tag, params, user)
 
 
 # The user's credentials for this server: MONAI Label's proxy copies every request header on a POST, so without
@@ -194,6 +219,7 @@ GUARDS: list[tuple[str, str, Callable]] = [
     ("PUT", "/datastore/label", save_label),
     ("PUT", "/datastore/image/info", update_image_info),
     ("PUT", "/datastore/label/info", update_label_info),
+    ("PUT", "/datastore/updatelabelinfo", update_label_info_old),
 ]
 
 
