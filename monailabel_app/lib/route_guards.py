@@ -11,8 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import contextmanager, nullcontext
 
 from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.routing import APIRoute
@@ -61,9 +60,6 @@ def json_field(value: str, name: str) -> dict:
 # Info keys the server sets (MONAI Label's datastore: when and by whom, the file's name and checksum): a client
 # sending them could make its own label the newest, or another user's, in the annotation log.
 SERVER_KEYS = ("ts", "user", "name", "checksum")
-
-# The tag of the label being saved, for the app's `on_save_label` hook (MONAI Label passes it only the ids).
-SAVING_TAG: ContextVar[str | None] = ContextVar("medfm_saving_tag", default=None)
 
 
 def client_fields(fields: dict, keep: tuple[str, ...] = ()) -> dict:
@@ -144,12 +140,10 @@ def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form
         fields = {**client_fields(fields), "user": user.username}
     else:  # one machine, no sign-in: a client-named user is all there is, kept as before
         fields = client_fields(fields, keep=("user",))
-    saving = SAVING_TAG.set(tag or ml_datastore.DefaultLabelTag.FINAL.value)
-    try:
-        with monailabel_errors():
-            return ml_datastore.save_label(background_tasks, image, json.dumps(fields), tag, label, user.username)
-    finally:
-        SAVING_TAG.reset(saving)
+    # MONAI Label's on_save_label hook gets only the ids; the app is told the tag (MedFMAdaptApp.saving_label).
+    saving = getattr(app_instance(), "saving_label", None)
+    with (saving(tag or ml_datastore.DefaultLabelTag.FINAL.value) if saving else nullcontext()), monailabel_errors():
+        return ml_datastore.save_label(background_tasks, image, json.dumps(fields), tag, label, user.username)
 
 
 def update_image_info(image: str, info: str = Form("{}"), user: User = ANNOTATOR):
