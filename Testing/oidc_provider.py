@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -58,6 +59,7 @@ class OIDCProvider:
     access_token_ttl: int = 600
     process: subprocess.Popen | None = field(default=None, init=False)
     keys: list[dict] = field(default_factory=list, init=False)  # the set it runs with, the first one signing
+    _log: TextIO | None = field(default=None, init=False, repr=False)
 
     @property
     def issuer(self) -> str:
@@ -68,7 +70,7 @@ class OIDCProvider:
         self.keys = keys
         node = shutil.which("node")
         if node is None or not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
-            raise RuntimeError("the test provider needs Node.js and `npm ci` in Testing/idp (make install runs it)")
+            raise RuntimeError("the test provider needs Node.js and `npm ci` in Testing/idp (`make test-idp` runs it)")
         config = {"issuer": self.issuer, "port": self.port, "client_id": self.client_id, "audience": self.client_id,
                   "jwks": {"keys": keys}, "access_token_ttl": self.access_token_ttl, "refresh_token_ttl": 3600,
                   "users": [{"username": u.username, "password": u.password, "roles": list(u.roles),
@@ -102,8 +104,11 @@ class OIDCProvider:
         return response.json()
 
     def stop(self) -> None:
+        """Stop node if it still runs, and close its log file either way (node may have exited on its own)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        if self._log is not None:
             self._log.close()
+            self._log = None
         self.process = None

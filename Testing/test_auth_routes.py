@@ -315,6 +315,36 @@ def test_decision_records_carry_the_token_user(site):
     assert entry["user"] == "anna" and entry["session"] == "auth-test" and entry["image"] == "brain2"
 
 
+def test_a_sent_ts_cannot_put_a_label_save_under_another_name(site):
+    """rita sends a far-future `ts` (and a `user`) in brain2's final label info; anna's next save of another tag of
+    brain2 is still logged as hers: the log reads the label just saved, and the sent keys are dropped."""
+    for path, form in (("/datastore/label/info", "info"), ("/datastore/updatelabelinfo", "params")):
+        site.ok("PUT", path, user="rita", params={"label": "brain2", "tag": "final"},
+                data={form: json.dumps({"ts": 9_999_999_999, "user": "anna", "checksum": "x", "note": "rita's"})})
+        info = site.ok("GET", "/datastore/label/info", params={"label": "brain2", "tag": "final"}).json()
+        assert info["ts"] != 9_999_999_999 and info.get("checksum") != "x" and info["note"] == "rita's"
+        assert info["user"] == "rita"
+    site.ok("PUT", "/datastore/label", user="anna", params={"image": "brain2", "tag": "second"},
+            data={"params": json.dumps({"session": "second-look", "ts": 1})},
+            files={"label": ("l.nii.gz", label_bytes())})
+    entry = read_json(site.server.models / "annotations.json")["labels"][-1]
+    assert (entry["user"], entry["session"], entry["image"]) == ("anna", "second-look", "brain2")
+
+
+def test_import_rollback_and_delete_record_the_token_user(site):
+    """They change what every radiologist's FM does or which versions exist, so the admin who did it is kept."""
+    imported = site.ok("POST", "/medfm/adapters/import", files={"file": ("a.tar.gz", site.archive)}).json()["version"]
+    assert site.ok("GET", f"/medfm/adapters/{imported}").json()["manifest"]["imported_from"]["by"] == ADMIN
+    site.ok("POST", f"/medfm/adapters/{imported}/activate")
+    site.ok("POST", "/medfm/adapters/rollback")
+    site.ok("DELETE", f"/medfm/adapters/{imported}")
+    events = read_json(next(site.server.models.glob("adapters/*/audit.json")))["events"]
+    assert [(e["action"], e["version"], e["by"]) for e in events[-4:]] == [
+        ("import", imported, ADMIN), ("activate", imported, ADMIN), ("rollback", events[-2]["version"], ADMIN),
+        ("delete", imported, ADMIN)]
+    assert events[-2]["replaced"] == imported
+
+
 # ---- tokens that must not pass ----------------------------------------------------------------------------
 def forged(site: Site, key: dict | None, **changes) -> str:
     """A token like the provider's for adam, with `changes` to its claims, signed by `key` (None: unsigned)."""
@@ -397,3 +427,17 @@ def test_stock_plugin_sign_in(site, tmp_path):
     assert client.auth_valid_token()
     assert client.info()["name"] == "MedFMAdapt"
     assert jwt.decode(token["access_token"], options={"verify_signature": False})["preferred_username"] == "anna"
+
+
+def test_a_provider_refusal_other_than_the_password_is_not_called_one(site):
+    """The real provider's answer to a client it does not know (as with a wrong MONAI_LABEL_AUTH_CLIENT_ID): the
+    right password, yet refused; /auth/token must not tell the user the password is wrong."""
+    from lib.auth_setup import refusal
+
+    response = requests.post(site.idp.discovery()["token_endpoint"], timeout=10, data={
+        "grant_type": "password", "client_id": "not-registered", "username": "anna", "password": "a-pass"})
+    refused = refusal(response)
+    assert refused.status_code == 502 and "invalid_client" in refused.detail, refused.detail
+    wrong = requests.post(site.idp.discovery()["token_endpoint"], timeout=10, data={
+        "grant_type": "password", "client_id": site.idp.client_id, "username": "anna", "password": "not-hers"})
+    assert refusal(wrong).status_code == 401

@@ -15,7 +15,7 @@ MONAI_LABEL = SimpleNamespace(
 
 def test_monai_label_names_give_issuer_and_audience():
     s = AuthSettings.from_env(MONAI_LABEL, env={})
-    assert s.issuer == "https://sso.site/realms/radiology"  # a trailing slash does not make another issuer
+    assert s.issuer == "https://sso.site/realms/radiology/"  # as written: tokens must match the provider's spelling
     assert s.audience == "monailabel-app" and s.jwks_uri == "" and s.jwks_cooldown_s == 30.0
     other = AuthSettings.from_env(MONAI_LABEL, env={"MONAI_LABEL_AUTH_AUDIENCE": "api://radiology",
                                                     "MONAI_LABEL_AUTH_JWKS_URI": "https://sso.site/keys"})

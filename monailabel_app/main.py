@@ -6,6 +6,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from fastapi import HTTPException
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 class MedFMAdaptApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        # Kept on the instance, not in a module: MONAI Label unloads `lib.*` when it reloads the app.
+        self._saving_tag: ContextVar[str | None] = ContextVar("medfm_saving_tag", default=None)
         self.medsam = MedSAMConfig()
         self.medsam.init("medsam", os.path.join(app_dir, "model"), conf, None, app_dir=app_dir)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="MedFMAdapt",
@@ -76,10 +81,7 @@ class MedFMAdaptApp(MONAILabelApp):
 
     def on_save_label(self, image_id, label_id):
         """Keep the annotation record a client sent with the label (`annotation_seconds`, `strategy`, `session`)."""
-        datastore = self.datastore()
-        tags = datastore.get_labels_by_image_id(image_id)
-        infos = [datastore.get_label_info(label, tag) for tag, label in tags.items()]
-        info = max(infos, key=lambda i: i.get("ts", 0), default={})
+        info = self._saved_label_info(image_id, label_id)
         seconds = info.get("annotation_seconds")
         try:
             seconds = float(seconds) if seconds is not None else None
@@ -90,6 +92,26 @@ class MedFMAdaptApp(MONAILabelApp):
             self.medsam.service.store.active(), info.get("user"))
         super().on_save_label(image_id, label_id)
         return {"annotation": entry}
+
+    @contextmanager
+    def saving_label(self, tag: str) -> Iterator[None]:
+        """Said by the save route around MONAI Label's save: its on_save_label hook is given only the ids."""
+        token = self._saving_tag.set(tag)
+        try:
+            yield
+        finally:
+            self._saving_tag.reset(token)
+
+    def _saved_label_info(self, image_id: str, label_id: str) -> dict:
+        """The info of the label just saved: its tag comes from the save route (`saving_label`); the newest label
+        of the image is only the fallback for a save that did not come through it."""
+        datastore = self.datastore()
+        tag = self._saving_tag.get()
+        if tag is not None:
+            return datastore.get_label_info(label_id, tag) or {}
+        tags = datastore.get_labels_by_image_id(image_id)
+        infos = [datastore.get_label_info(label, tag) for tag, label in tags.items()]
+        return max(infos, key=lambda i: i.get("ts", 0), default={})
 
     def next_sample(self, request):
         """Unknown strategies get a 404 in words (MONAI Label raises a bare 500); default strategy: hybrid."""

@@ -41,3 +41,8 @@ class HTTPFailure(ServerError):
 
 class BadResponse(ServerError):
     """The server answered 2xx, but with something this module cannot read (bad JSON, broken multipart)."""
+
+
+class UnsafeProvider(ServerError):
+    """The identity provider the server names cannot be given a password: plain http to another machine, or a
+    discovery document naming another issuer than the one the server named."""

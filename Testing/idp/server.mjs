@@ -1,6 +1,6 @@
 // A real OpenID Connect provider for the auth tests: panva's oidc-provider (a certified OP), in memory, 127.0.0.1.
 //
-// Usage: node server.mjs CONFIG.json  (written by Testing/idp_process.py: issuer, port, client, audience,
+// Usage: node server.mjs CONFIG.json  (written by Testing/oidc_provider.py: issuer, port, client, audience,
 // signing keys as a private JWKS, users with their roles, token lifetimes). Prints "ready" once it listens.
 //
 // Added to the stock provider, through its documented extension points only:

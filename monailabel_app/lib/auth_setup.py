@@ -42,7 +42,7 @@ def current_user_dependency(verifier: TokenVerifier):
 
 def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
     """MONAI Label's /auth/token (the stock Slicer plugin's sign-in): the password grant at the provider's token
-    endpoint, with a refused sign-in as 401 in words (MONAI Label answered it with a 500)."""
+    endpoint, with a refused sign-in answered in words (MONAI Label answered it with a 500)."""
     try:
         url = ml_auth.token_uri()
         response = requests.post(url, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT, data={
@@ -50,12 +50,34 @@ def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
             "grant_type": "password"})
     except requests.RequestException as err:
         raise HTTPException(status_code=503, detail=f"the identity provider cannot be reached: {err}") from err
-    if response.status_code in (400, 401):
-        raise HTTPException(status_code=401, detail="sign-in refused by the identity provider: wrong username or "
-                                                    "password", headers=UNAUTHORIZED)
     if not response.ok:
-        raise HTTPException(status_code=502, detail=f"the identity provider answered {response.status_code}")
+        raise refusal(response)
     return response.json()
+
+
+def refusal(response: requests.Response) -> HTTPException:
+    """Only `invalid_grant` means the user's credentials are wrong (401); anything else (`unauthorized_client` when
+    the client may not use the password grant, `invalid_client`...) is the site's setup, so 502 with the provider's
+    own words for the admin to act on."""
+    error, description = provider_error(response)
+    if error == "invalid_grant":
+        return HTTPException(status_code=401, detail="sign-in refused by the identity provider: wrong username or "
+                                                     "password", headers=UNAUTHORIZED)
+    said = f"{error}: {description}" if description else error or "no explanation given"
+    return HTTPException(status_code=502, detail=f"the identity provider refused the sign-in for a reason other "
+                                                 f"than the password (answered {response.status_code}, {said})")
+
+
+def provider_error(response: requests.Response) -> tuple[str, str]:
+    """The OAuth 2.0 error reply's `error` and `error_description` (RFC 6749 5.2), or empty strings."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    error, description = body.get("error"), body.get("error_description")
+    return (error if isinstance(error, str) else "", description if isinstance(description, str) else "")
 
 
 def reload(user: User = ADMIN) -> dict:

@@ -30,7 +30,7 @@ class ProviderUnreachable(Exception):
 class AuthSettings:
     """MONAI Label's own `MONAI_LABEL_AUTH_*` names where it has one, plus the JWKS ones it lacks."""
 
-    issuer: str
+    issuer: str  # as configured; the discovery document's spelling (trailing slash or not) is what tokens carry
     audience: str
     roles_claim: str = "realm_access#roles"
     username_claim: str = "preferred_username"
@@ -45,7 +45,7 @@ class AuthSettings:
     def from_env(cls, settings: Any, env: dict[str, str] | None = None) -> AuthSettings:
         """`settings` is MONAI Label's `monailabel.config.settings` (read from the same environment)."""
         env = os.environ if env is None else env
-        return cls(issuer=settings.MONAI_LABEL_AUTH_REALM_URI.rstrip("/"),
+        return cls(issuer=settings.MONAI_LABEL_AUTH_REALM_URI,
                    audience=env.get("MONAI_LABEL_AUTH_AUDIENCE") or settings.MONAI_LABEL_AUTH_CLIENT_ID,
                    roles_claim=settings.MONAI_LABEL_AUTH_TOKEN_ROLES,
                    username_claim=settings.MONAI_LABEL_AUTH_TOKEN_USERNAME,
@@ -81,6 +81,9 @@ class TokenVerifier:
     def __init__(self, settings: AuthSettings):
         self.settings = settings
         self._jwks: jwt.PyJWKClient | None = None
+        # What `iss` must equal: the discovery document's issuer once read (Auth0 and Entra v1 end it with `/`),
+        # else the configured one as written.
+        self._issuer = settings.issuer
         self._lock = threading.Lock()
 
     def _client(self) -> jwt.PyJWKClient:
@@ -92,16 +95,29 @@ class TokenVerifier:
             return self._jwks
 
     def _discover_jwks_uri(self) -> str:
-        url = f"{self.settings.issuer}/.well-known/openid-configuration"
+        """The key set URL from the discovery document, keeping the document's issuer exactly as written."""
+        url = f"{self.settings.issuer.rstrip('/')}/.well-known/openid-configuration"
+        document = self._discovery_document(url)
+        issuer = document.get("issuer")
+        if not isinstance(issuer, str) or issuer.rstrip("/") != self.settings.issuer.rstrip("/"):
+            raise ProviderUnreachable(f"{url} names issuer {issuer!r}, not {self.settings.issuer!r}")
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri:
+            raise ProviderUnreachable(f"{url} names no jwks_uri: the provider's keys cannot be found")
+        self._issuer = issuer
+        return jwks_uri
+
+    def _discovery_document(self, url: str) -> dict:
+        """The provider's discovery document; a provider answering anything but a JSON object cannot be used."""
         try:
             response = requests.get(url, timeout=self.settings.timeout_s)
             response.raise_for_status()
             document = response.json()
         except (requests.RequestException, ValueError) as err:
             raise ProviderUnreachable(f"cannot read the provider's discovery document {url}: {err}") from err
-        if document.get("issuer", "").rstrip("/") != self.settings.issuer:
-            raise ProviderUnreachable(f"{url} names issuer {document.get('issuer')!r}, not {self.settings.issuer!r}")
-        return document["jwks_uri"]
+        if not isinstance(document, dict):
+            raise ProviderUnreachable(f"{url} is not a JSON object but {type(document).__name__}")
+        return document
 
     def verify(self, token: str) -> dict:
         """The token's claims, or `jwt.InvalidTokenError` (wrong signature, key, issuer, audience, expired...)."""
@@ -115,13 +131,20 @@ class TokenVerifier:
         except jwt.PyJWKClientError as err:
             raise jwt.InvalidTokenError(str(err)) from err
         return jwt.decode(token, key, algorithms=list(ALGORITHMS), audience=self.settings.audience,
-                          issuer=self.settings.issuer, leeway=self.settings.leeway_s,
+                          issuer=self._issuer, leeway=self.settings.leeway_s,
                           options={"require": ["exp", "iat", "iss", "aud", "sub"]})
 
     def identity(self, token: str) -> Identity:
+        """Who the token names; claims of the wrong type are dropped (MONAI Label's User model would 500 on them)."""
         claims = self.verify(token)
         s = self.settings
         roles = claim_at(claims, s.roles_claim)
         roles = [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
         return Identity(username=str(claim_at(claims, s.username_claim) or claims["sub"]),
-                        email=claim_at(claims, s.email_claim), name=claim_at(claims, s.name_claim), roles=roles)
+                        email=text_or_none(claim_at(claims, s.email_claim)),
+                        name=text_or_none(claim_at(claims, s.name_claim)), roles=roles)
+
+
+def text_or_none(value: Any) -> str | None:
+    """A claim kept only if it is a string: a provider mapping `email` to a list or object must not break sign-in."""
+    return value if isinstance(value, str) else None

@@ -46,7 +46,7 @@ def build_router(registry: Registry, datastore: Datastore) -> APIRouter:
     @router.post("/adapters/rollback", summary="Re-activate the previously active version")
     def rollback(user: User = ADMIN):
         with plain_errors():
-            return registry.rollback()
+            return registry.rollback(user.username)
 
     @router.post("/adapters/import", summary="Import an adapter archive exported by another site")
     def import_adapter(file: UploadFile = File(...), note: str = Form(""), user: User = ADMIN):
@@ -55,7 +55,7 @@ def build_router(registry: Registry, datastore: Datastore) -> APIRouter:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(file.file, out)
             with plain_errors():
-                return registry.import_(path, note)
+                return registry.import_(path, note, user.username)
         finally:
             os.unlink(path)
 
@@ -72,7 +72,7 @@ def build_router(registry: Registry, datastore: Datastore) -> APIRouter:
     @router.delete("/adapters/{version}", summary="Delete a version that is not active")
     def delete(version: str, user: User = ADMIN):
         with plain_errors():
-            return registry.delete(version)
+            return registry.delete(version, user.username)
 
     @router.get("/adapters/{version}/export", summary="Download a version as one .tar.gz archive")
     def export(version: str, background: BackgroundTasks, user: User = USER):

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.routing import APIRoute
@@ -55,6 +55,16 @@ def json_field(value: str, name: str) -> dict:
     if not isinstance(parsed, dict):
         raise HTTPException(status_code=400, detail=f"'{name}' must be a JSON object, got {type(parsed).__name__}")
     return parsed
+
+
+# Info keys the server sets (MONAI Label's datastore: when and by whom, the file's name and checksum): a client
+# sending them could make its own label the newest, or another user's, in the annotation log.
+SERVER_KEYS = ("ts", "user", "name", "checksum")
+
+
+def client_fields(fields: dict, keep: tuple[str, ...] = ()) -> dict:
+    """`fields` without the keys the server sets (except those in `keep`)."""
+    return {k: v for k, v in fields.items() if k not in SERVER_KEYS or k in keep}
 
 
 # The most log lines one GET /logs/ returns: a larger `lines` overflowed MONAI Label's log reader (a 500).
@@ -117,9 +127,9 @@ def create_session(background_tasks: BackgroundTasks, uncompress: bool = False, 
 
 def add_image(background_tasks: BackgroundTasks, image: str | None = None, params: str = Form("{}"),
               file: UploadFile = File(...), user: User = ANNOTATOR):
-    json_field(params, "params")
+    fields = client_fields(json_field(params, "params"))
     with monailabel_errors():
-        return ml_datastore.add_image(background_tasks, image, params, file, user.username)
+        return ml_datastore.add_image(background_tasks, image, json.dumps(fields), file, user.username)
 
 
 def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form("{}"),
@@ -127,38 +137,64 @@ def save_label(background_tasks: BackgroundTasks, image: str, params: str = Form
                user: User = ANNOTATOR):
     fields = json_field(params, "params")
     if settings.MONAI_LABEL_AUTH_ENABLE:  # who saved a label is the signed-in user, not what the client says
-        params = json.dumps({**fields, "user": user.username})
-    with monailabel_errors():
-        return ml_datastore.save_label(background_tasks, image, params, tag, label, user.username)
+        fields = {**client_fields(fields), "user": user.username}
+    else:  # one machine, no sign-in: a client-named user is all there is, kept as before
+        fields = client_fields(fields, keep=("user",))
+    # MONAI Label's on_save_label hook gets only the ids; the app is told the tag (MedFMAdaptApp.saving_label).
+    saving = getattr(app_instance(), "saving_label", None)
+    with (saving(tag or ml_datastore.DefaultLabelTag.FINAL.value) if saving else nullcontext()), monailabel_errors():
+        return ml_datastore.save_label(background_tasks, image, json.dumps(fields), tag, label, user.username)
 
 
 def update_image_info(image: str, info: str = Form("{}"), user: User = ANNOTATOR):
-    json_field(info, "info")
+    fields = client_fields(json_field(info, "info"))
     with monailabel_errors():
-        return ml_datastore.update_image_info(image, info, user.username)
+        return ml_datastore.update_image_info(image, json.dumps(fields), user.username)
 
 
 def update_label_info(label: str, tag: str, info: str = Form("{}"), user: User = ANNOTATOR):
-    json_field(info, "info")
+    fields = client_fields(json_field(info, "info"))
     with monailabel_errors():
-        return ml_datastore.update_label_info(label, tag, info, user.username)
+        return ml_datastore.update_label_info(label, tag, json.dumps(fields), user.username)
 
 
-def dicom_proxy(op: str) -> Callable:
-    """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500)."""
+def update_label_info_old(label: str, tag: str, params: str = Form("{}"), user: User = ANNOTATOR):
+    """MONAI Label's deprecated PUT /datastore/updatelabelinfo, the same with the field named `params`."""
+    return update_label_info(label, tag, params, user)
+
+
+# The user's credentials for this server: MONAI Label's proxy copies every request header on a POST, so without
+# this the PACS (another party) would receive a bearer token good for this server, or its session cookie.
+CREDENTIAL_HEADERS = {b"authorization", b"cookie"}
+
+
+def without_credentials(request: Request) -> Request:
+    """The same request (same body stream) without this server's credential headers, to hand on to the PACS."""
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in CREDENTIAL_HEADERS]
+    return Request({**request.scope, "headers": headers}, request.receive)
+
+
+def dicom_proxy(op: str, method: str) -> Callable:
+    """MONAI Label's DICOMweb proxy, which on a folder datastore tried to fetch a file path as a URL (a 500).
+
+    A POST (STOW) writes into the PACS, so it needs the annotator role, as adding an image to the datastore does."""
 
     async def proxy(request: Request, path: str, user: User = USER):
         if not settings.MONAI_LABEL_STUDIES.startswith(("http://", "https://")):
             raise HTTPException(status_code=404, detail="this server's datastore is a folder, not a PACS: there is "
                                                         "no DICOMweb server to proxy to")
-        return await ml_proxy.proxy_dicom(request, op, path)
+        return await ml_proxy.proxy_dicom(without_credentials(request), op, path)
 
-    proxy.__name__ = f"dicom_proxy_{op or 'any'}"
-    return proxy
+    async def proxy_write(request: Request, path: str, user: User = ANNOTATOR):
+        return await proxy(request, path, user)
+
+    handler = proxy_write if method == "POST" else proxy
+    handler.__name__ = f"dicom_proxy_{method.lower()}_{op or 'any'}"
+    return handler
 
 
 # The generic /proxy/dicom/{path} first: each guard is inserted in front of the ones before it.
-PROXY_GUARDS = [(method, f"/proxy/dicom{'/' + op if op else ''}/{{path:path}}", dicom_proxy(op))
+PROXY_GUARDS = [(method, f"/proxy/dicom{'/' + op if op else ''}/{{path:path}}", dicom_proxy(op, method))
                 for op in ("", "wado", "qido", "stow") for method in ("GET", "POST")]
 
 GUARDS: list[tuple[str, str, Callable]] = [
@@ -177,6 +213,7 @@ GUARDS: list[tuple[str, str, Callable]] = [
     ("PUT", "/datastore/label", save_label),
     ("PUT", "/datastore/image/info", update_image_info),
     ("PUT", "/datastore/label/info", update_label_info),
+    ("PUT", "/datastore/updatelabelinfo", update_label_info_old),
 ]
 
 

@@ -44,7 +44,8 @@ def export_version(store: AdapterStore, version: str, out_dir: str | None = None
 
 
 def import_archive(store: AdapterStore, backend: FMBackend, base_model: nn.Module, archive: str | Path,
-                   note: str = "") -> str:
+                   note: str = "", by: str | None = None) -> str:
+    """Check and commit an exported version; `by` (who imported it) goes into its `imported_from`."""
     staging = store.staging()
     try:
         _extract(Path(archive), staging)
@@ -54,6 +55,8 @@ def import_archive(store: AdapterStore, backend: FMBackend, base_model: nn.Modul
         origin = {"id": manifest.id, "created": manifest.created, "note": manifest.note}
         if manifest.federation is not None:  # which federation, round and sites made it
             origin["federation"] = manifest.federation
+        if by is not None:
+            origin["by"] = by
         return store.commit(staging, manifest.with_fields(imported_from=origin, parent=None,
                                                           note=note or manifest.note))
     except BaseException:

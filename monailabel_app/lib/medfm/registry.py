@@ -20,6 +20,9 @@ from .guard import HELD_OUT_IMAGES, decide
 from .manifest import utc_now
 from .service import MedFMService
 
+AUDIT = "audit.json"  # beside active.json: who activated, rolled back, deleted or imported which version
+MOST_AUDIT_EVENTS = 10_000
+
 
 class Registry:
     def __init__(self, service: MedFMService):
@@ -90,23 +93,43 @@ class Registry:
                 manual = [*decision.get("manual", []), {"by": user, "at": utc_now()}]
                 # By hand, the admin answers for every mode the version has.
                 self._write_decision(version, {**decision, "manual": manual, "serves": ["interactive", "automatic"]})
+            self._audit("activate", version, user)
         return {"active": self.store.active()}
 
-    def rollback(self) -> dict:
-        return {"active": self.store.rollback()}
+    def rollback(self, user: str | None = None) -> dict:
+        """Re-activate the previous version; who did it is kept in its decision, as for activate, and the audit."""
+        with self.store.lock:
+            replaced = self.store.active()
+            active = self.store.rollback()
+            if active != BASE:
+                decision = self.decision(active) or {"activated": False, "reason": "never checked by the guard"}
+                manual = [*decision.get("manual", []), {"by": user, "at": utc_now(), "rollback_from": replaced}]
+                self._write_decision(active, {**decision, "manual": manual})
+            self._audit("rollback", active, user, replaced=replaced)
+        return {"active": active}
 
-    def delete(self, version: str) -> dict:
-        self.store.delete(version)
+    def delete(self, version: str, user: str | None = None) -> dict:
+        """Remove a version; its folder is gone, so who removed it is kept in the registry's audit log."""
+        with self.store.lock:
+            self.store.delete(version)
+            self._audit("delete", version, user)
         return {"deleted": version}
 
     def export(self, version: str) -> Path:
         return export_version(self.store, self.store.check_id(version))
 
-    def import_(self, archive: str | Path, note: str = "") -> dict:
+    def import_(self, archive: str | Path, note: str = "", user: str | None = None) -> dict:
+        """Import another site's version; who brought it in is kept in its manifest's `imported_from.by`."""
         backend = self.service.backend
         base = self.service.segmenter.base
-        version = import_archive(self.store, backend, base, archive, note)
+        version = import_archive(self.store, backend, base, archive, note, by=user)
+        with self.store.lock:
+            self._audit("import", version, user)
         return {"version": version, "active": self.store.active()}
+
+    def audit(self) -> list[dict]:
+        """Every change to which adapter exists or is live, oldest first: what, which version, by whom, when."""
+        return read_json(self.store.root / AUDIT).get("events", [])
 
     # ---- evaluating ---------------------------------------------------------------------------------------
     def evaluate(self, version: str, cases: list[HeldOutCase], mode: str = "interactive", jitter: int = 3) -> dict:
@@ -160,6 +183,11 @@ class Registry:
             self.store.set_active(version)
         self._write_decision(version, decision)
         return decision
+
+    def _audit(self, action: str, version: str, user: str | None, **details: str) -> None:
+        """Append to the audit log (the caller holds the store lock); the newest MOST_AUDIT_EVENTS are kept."""
+        events = [*self.audit(), {"action": action, "version": version, "by": user, "at": utc_now(), **details}]
+        write_json_atomic(self.store.root / AUDIT, {"events": events[-MOST_AUDIT_EVENTS:]})
 
     def _write_decision(self, version: str, decision: dict) -> None:
         self.decisions.mkdir(exist_ok=True)
