@@ -179,12 +179,15 @@ def plan(site: Site, size: dict) -> tuple[list[dict], list[dict]]:
         order = [site.slabs_train[i] for i in np.random.default_rng(seed).permutation(len(site.slabs_train))]
         slab_split = {"part": "slab", "split": f"slabs/seed{seed}", "seed": seed, "test": site.slabs_test,
                       "values": TISSUE_LABELS}
+        splits.append(slab_split)
+        for k in size["ks"]:
+            runs += [{**slab_split, "K": k, "method": m, "train": order[:k]} for m in size.get("methods", METHODS)]
+        if not site.pairs:  # a slab-only run
+            continue
         train_pair, test_pair = site.pairs[seed % len(site.pairs)]
         pair_split = {"part": "pair", "split": f"{train_pair.image_id}->{test_pair.image_id}/seed{seed}", "seed": seed,
                       "test": [test_pair], "values": LESION_LABELS}
-        splits += [slab_split, pair_split]
-        for k in size["ks"]:
-            runs += [{**slab_split, "K": k, "method": m, "train": order[:k]} for m in size.get("methods", METHODS)]
+        splits.append(pair_split)
         runs += [{**pair_split, "K": 1, "method": m, "train": [train_pair]}
                  for m in size.get("pair_methods", size.get("methods", METHODS))]
     return splits, runs
@@ -480,8 +483,9 @@ def main() -> None:
     start = time.perf_counter()
     work = Path(args.keep or tempfile.mkdtemp(prefix="medfm-site-"))
     try:
-        site = build_site(args.studies, work / "site", size["slabs"],
-                          list(PAIR_DIRECTIONS[:size["n_pairs"]]))
+        # The lesion pairs are built only when they run: a slab-only run then needs the MNI152 template alone
+        pairs = [] if args.parts and "pair" not in args.parts else list(PAIR_DIRECTIONS[:size["n_pairs"]])
+        site = build_site(args.studies, work / "site", size["slabs"], pairs)
         bench = Bench(site, size, dev, work / "models")
         splits, todo = plan(site, size)
         if args.parts:
