@@ -22,7 +22,7 @@ from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .errors import ConflictError
 from .prompts import VolumePrompts, box_of_mask
 from .refine import MOST_OF_A_SLICE, Click, edit_slice, honours
-from .settings import default_batch_size
+from .settings import decode_chunk, default_batch_size
 from .volume import Volume
 
 MIN_PROPAGATION_QUALITY = 0.5  # stop following a structure once the decoder's own IoU estimate drops below this
@@ -66,6 +66,7 @@ class Segmenter:
         self.cache = cache
         self.device = torch.device(device)
         self.batch_size = batch_size or default_batch_size(device)
+        self.decode_chunk = decode_chunk(device)
         self.runtime = runtime_mod.resolve(runtime, self.device)
         self.precision = runtime_mod.AUTO_PRECISION if self.runtime != "torch" and precision == "auto" \
             else precision_mod.resolve(precision, self.device)
@@ -139,14 +140,30 @@ class Segmenter:
         return precision_mod.autocast(self.device, self.precision)
 
     def _decode(self, model, items: list[tuple[torch.Tensor, PreparedSlice, SlicePrompt]], counters: _Counters):
+        """Slice-frame logits and the decoder's quality estimate per item, in the items' order.
+
+        Items go to the decoder in passes of `decode_chunk`, each pass holding prompts of one shape (points, box,
+        label token): a prompt's answer then never depends on what shared its pass (a backend pads shorter prompts
+        to the longest one's tokens), and on the CPU small passes cost less per prompt.
+        """
         start = time.perf_counter()
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, _, prompt) in enumerate(items):
+            shape = (len(prompt.points), prompt.box is None, prompt.label_index is None, prompt.mask is None)
+            groups.setdefault(shape, []).append(i)
+        size = self.decode_chunk or len(items)
+        passes = [rows[n:n + size] for rows in groups.values() for n in range(0, len(rows), size)]
+        slice_logits: list = [None] * len(items)
+        quality = np.zeros(len(items), dtype=np.float32)
         with torch.inference_mode(), self._autocast():
-            emb = torch.cat([e for e, _, _ in items])
-            logits, quality = self.backend.decode(model, emb, [p for _, _, p in items], [s for _, s, _ in items])
-            slice_logits = [self.backend.to_slice_frame(lg.float(), s) for lg, (_, s, _) in zip(logits, items,
-                                                                                                 strict=True)]
+            for rows in passes:
+                emb = torch.cat([items[i][0] for i in rows])
+                logits, q = self.backend.decode(model, emb, [items[i][2] for i in rows], [items[i][1] for i in rows])
+                quality[rows] = q.float().cpu().numpy()
+                for i, lg in zip(rows, logits, strict=True):
+                    slice_logits[i] = self.backend.to_slice_frame(lg.float(), items[i][1])
         counters.decode_s += time.perf_counter() - start
-        return slice_logits, quality.float().cpu().numpy()
+        return slice_logits, quality
 
     # ---- interactive --------------------------------------------------------------------------------------
     def interactive(self, volume: Volume, prompts: VolumePrompts, version: str = BASE,
@@ -237,7 +254,10 @@ class Segmenter:
         flags = tuple(f for _, _, f in clicks)
         items = [(emb, prepared, SlicePrompt(box=b, points=points, point_labels=flags)) for b in boxes]
         if box_alone and points:
-            items += [(emb, prepared, SlicePrompt(box=b)) for b in boxes]
+            # The box keeps one "not a point" token per click (SAM's padding; label -1 at the origin): measured
+            # against the bare box, clicks only after 5 clicks 0.727 vs 0.658 (brain1 0.73 vs 0.46) on the lesions.
+            padding = {"points": ((0.0, 0.0),) * len(points), "point_labels": (-1,) * len(points)}
+            items += [(emb, prepared, SlicePrompt(box=b, **padding)) for b in boxes]
         logits, quality = self._decode(model, items, counters)
         masks = [(lg > 0).cpu().numpy() for lg in logits]
         # A mask that leaves out a foreground click (or covers a background one) answers another question than the
