@@ -58,6 +58,18 @@ def test_inside_the_users_3d_box_a_centre_click_never_empties_the_slice():
     assert edit.how != "centre" and edit.mask.any() and not edit.mask[15, 15]
 
 
+def test_inside_the_users_3d_box_a_centre_click_never_takes_the_slices_main_blob():
+    """brain1: a centre click removed a 786-pixel blob (lesion included) and kept a 73-pixel stray beside it."""
+    main_blob, stray = square((40, 40), 5, 25, 5, 25), square((40, 40), 32, 35, 32, 35)
+    click = (15.0, 15.0, 0)
+    trimmed = square((40, 40), 5, 25, 5, 12)
+    edit = edit_slice(main_blob | stray, [click], click, decoder_returning((trimmed | stray, 0.9)), in_roi=True)
+    assert edit.how != "centre" and edit.mask[5:25, 5:12].all() and edit.mask[32:35, 32:35].all()
+    assert not edit.mask[15, 15]
+    outside = edit_slice(main_blob | stray, [click], click, decoder_returning((trimmed | stray, 0.9)))
+    assert outside.how == "centre"  # with no roi the click says the blob should not be there at all
+
+
 def test_a_centre_click_on_a_blob_holding_a_foreground_click_only_trims_it():
     previous = square((40, 40), 10, 20, 10, 20)
     clicks = [(11.0, 11.0, 1), (15.0, 15.0, 0)]
