@@ -32,12 +32,14 @@ DEFAULT_PRESERVE = {"lora": 3.0, "dora": 3.0, "decoder": 1.0, "full": 1.0}
 # versions are below the floor in a mode is recorded as not judged in that mode (0 judges everything).
 SERVING_FLOOR = 0.2
 # Dice a new version may lose against the live one, in the mean paired difference's confidence bound, and still count
-# as not worse (noninferiority.py). Set from measured noise (benchmarks/guard_noise.py, results/guard-noise-*.json):
-# the base FM's held-out box Dice on the five sample lesions, drawn 6 times with different boxes of the product's
-# jitter (each as good a box as a user draws), moved by 0.015 in the mean over the five between two draws (mean
-# |difference| over the 15 pairs of draws; max 0.038; per lesion sd 0.0004-0.069, mean 0.021). A loss smaller than
-# redrawing the same box is not one a radiologist can see.
-REGRESSION_MARGIN = 0.015
+# as not worse (noninferiority.py): the loss the project tolerates, 0.01 (issue 27's bar on data no guard saw). The
+# measurement's own noise is larger (benchmarks/guard_noise.py, results/guard-noise-*.json: redrawing the product's
+# box jitter moved the base FM's mean held-out box Dice over the five sample lesions by 0.015 between two draws; max
+# 0.038), and the interval carries it, not the margin: at 0.015 the site benchmark (2026-12-06, Intel Xeon) let live
+# a version 0.011 below base on the shifted copies no guard saw (brain1 -> brain2 decoder, held-out interval
+# [-0.013, +0.004]); at 0.01 none of the 24 runs did, 17 went live (20 at 0.015, 15 by the older point rule), and
+# none refused was 0.02 better there but one lesion-pair version whose click check had 3 units.
+REGRESSION_MARGIN = 0.01
 
 
 class AdaptConfig(Options):
