@@ -149,17 +149,35 @@ def test_a_background_click_removes_no_more_than_the_part_that_looks_like_it():
     assert wide.how != "alike" and np.array_equal(wide.mask, square((40, 40), 10, 20, 10, 25))  # the smaller cut
 
 
-def test_inside_the_users_3d_box_one_background_click_trims_and_never_takes_most_of_the_slice():
+def test_one_background_click_trims_and_never_cuts_away_most_of_the_slice():
     """A kidney slice lost 219 of its 287 pixels to one click on a 74-pixel over-segmentation, and the walk carried
-    the cut over 16 slices (Dice 0.82 -> 0.50): inside the roi a removal of more than half the slice is refused."""
+    the cut over 16 slices (Dice 0.82 -> 0.50): a cut of more than half the slice is refused."""
     previous = square((40, 40), 10, 30, 10, 30)  # 400 pixels
     click = (27.0, 20.0, 0)  # near the right rim
     most = square((40, 40), 10, 30, 10, 16)  # the decoder's one-sided cut keeps 120 of 400
     trim = square((40, 40), 10, 30, 10, 26)
     edit = edit_slice(previous, [click], click, decoder_returning((most, 0.95), (trim, 0.5)), in_roi=True)
     assert np.array_equal(edit.mask, trim)
+    # Without an roi too: clicks alone on brain1, one cut took the lesion's 226 pixels of a slice and kept 351
+    # wrong ones.
     free = edit_slice(previous, [click], click, decoder_returning((most, 0.95), (trim, 0.5)))
-    assert free.mask.sum() < trim.sum()  # without an roi the decoder's own choice stands
+    assert np.array_equal(free.mask, trim)
+
+
+def test_when_every_decoder_cut_takes_most_of_the_slice_the_part_that_looks_like_the_click_goes():
+    """brain1's slice 14: 845 pixels answered for 247 of lesion, every cut the decoder offered took more than half
+    the slice, and each click took a 13-pixel disk. The false part that looks like the click is a trim: it goes
+    (only when larger than the disk and no more than half the slice)."""
+    image = np.full((40, 40), 0.7)
+    image[10:30, 22:30] = 0.3  # the false part the answer took in: 160 of 400 pixels, unlike the lesion
+    previous = square((40, 40), 10, 30, 10, 30)
+    click = (26.0, 20.0, 0)
+    most = square((40, 40), 10, 30, 10, 14)  # the decoder's only cut keeps 80 of 400
+    edit = edit_slice(previous, [click], click, decoder_returning((most, 0.95)), in_roi=True, image=image)
+    assert edit.how == "alike" and np.array_equal(edit.mask, square((40, 40), 10, 30, 10, 22))
+    image[10:30, 16:30] = 0.3  # alike is now 280 of 400 pixels: most of the slice, so the disk it is
+    disk = edit_slice(previous, [click], click, decoder_returning((most, 0.95)), in_roi=True, image=image)
+    assert disk.how == "disk" and previous.sum() - disk.mask.sum() == 13
 
 
 def request(fg=(), bg=(), key="img", roi=None) -> Request:

@@ -136,11 +136,13 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None,
             image: np.ndarray | None) -> SliceEdit:
     r, c = at
     part = _component(previous, at)
-    # Inside the user's 3D box one click trims the structure, it does not take most of it: a one-sided cut that
-    # removed 219 of a kidney slice's 287 pixels (74 of them wrong) is not offered, and neither is a whole blob
-    # that is most of the slice (brain1: a centre click took 786 of a slice's 859 pixels, the lesion's 232 with
-    # them, and left a 73-pixel stray; Dice on the slice 0.42 -> 0).
-    most = previous.sum() * MOST_OF_A_SLICE if in_roi else np.inf
+    # A cut one click asks of the decoder trims the answer, it never takes most of the slice: one removed 219 of a
+    # kidney slice's 287 pixels (74 of them wrong); without a box, one took brain1's whole lesion (226 pixels) with
+    # 291 wrong ones and kept 351 wrong. A whole blob clicked at its centre (or a separate island) may go, except
+    # inside the user's 3D box when it is most of the slice (brain1: a centre click took 786 of a slice's 859
+    # pixels, the lesion's 232 with them, and left a 73-pixel stray; Dice on the slice 0.42 -> 0).
+    trim = previous.sum() * MOST_OF_A_SLICE
+    most = trim if in_roi else np.inf
     if part.sum() <= most and not _holds_foreground(part, clicks) and _is_centre(part, at):
         return SliceEdit(previous & ~part, "centre")  # a click at the heart of a blob says all of it is wrong
     ys, xs = np.nonzero(part)
@@ -156,7 +158,7 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None,
     best = None
     for mask, quality, how in candidates:
         removed = _component(previous & ~mask & ~keep_in, at)
-        if not removed.any() or removed.sum() > most:  # however small: the decoder's small removal is often right
+        if not removed.any() or removed.sum() > trim:  # however small: the decoder's small removal is often right
             continue
         kept = previous & ~removed
         score = (_overlap(kept, neighbours), quality)
@@ -169,7 +171,13 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None,
         return SliceEdit(best[0], best[2])
     if part.sum() <= most and not _holds_foreground(part, clicks) and (previous & ~part).any():
         return SliceEdit(previous & ~part, "island")  # a separate blob with no foreground click: all of it
-    return SliceEdit(previous & ~_disk(previous.shape, at), "disk")
+    # No answer of the decoder's is a trim: the part that looks like the click where it is more than the disk and
+    # still a trim, else the disk.
+    disk = previous & _disk(previous.shape, at)
+    alike = _alike(image, previous & ~keep_in, at) if image is not None else None
+    if alike is not None and disk.sum() < alike.sum() <= trim and honours(previous & ~alike, clicks):
+        return SliceEdit(previous & ~alike, "alike")
+    return SliceEdit(previous & ~disk, "disk")
 
 
 def _is_centre(part: np.ndarray, at: tuple[int, int]) -> bool:
