@@ -223,7 +223,7 @@ class Segmenter:
         lesion: 3D Dice 0.30 following the box alone, 0.80 with the roi as a candidate; see benchmarks/README).
         """
         previous = masks[start]
-        if previous is None:
+        if previous is None or not previous.any():  # nothing to follow (and nothing for Looks to measure)
             return
         looks = Looks.of(volume.slice_windowed(start), previous) if prompts.box is None else None
         for k in range(start + direction, stop + direction, direction):
