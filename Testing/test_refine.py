@@ -180,6 +180,19 @@ def test_when_every_decoder_cut_takes_most_of_the_slice_the_part_that_looks_like
     assert disk.how == "disk" and previous.sum() - disk.mask.sum() == 13
 
 
+def test_a_fallback_disk_never_undoes_an_earlier_click_of_the_slice():
+    """brain2: a background click one pixel from a foreground one took it with its disk, and the annotator had to
+    click the same pixel again."""
+    previous = square((40, 40), 10, 30, 10, 30)
+    fg, bg = (20.0, 20.0, 1), (21.0, 20.0, 0)
+    nothing = decoder_returning((previous, 0.9))  # no candidate removes anything
+    edit = edit_slice(previous, [fg, bg], bg, nothing)
+    assert edit.how == "disk" and edit.mask[20, 20] and not edit.mask[20, 21]
+    empty = np.zeros((40, 40), dtype=bool)
+    added = edit_slice(empty, [bg, (22.0, 20.0, 1)], (22.0, 20.0, 1), decoder_returning((empty, 0.9)))
+    assert added.how == "disk" and added.mask[20, 22] and not added.mask[20, 21]
+
+
 def request(fg=(), bg=(), key="img", roi=None) -> Request:
     return Request(key, "base", roi, 32, tuple(fg), tuple(bg))
 

@@ -91,7 +91,7 @@ def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: 
     grown = _grow(image, previous, at, bounds) if image is not None else None
     if grown is not None and honours(previous | grown, clicks):
         return SliceEdit(previous | grown, "grown")
-    return SliceEdit(previous | _disk(previous.shape, at), "disk")
+    return SliceEdit(previous | (_disk(previous.shape, at) & ~_at(previous.shape, clicks, flag=0)), "disk")
 
 
 def _grow(image: np.ndarray, previous: np.ndarray, at: tuple[int, int], bounds: Box | None) -> np.ndarray | None:
@@ -173,7 +173,7 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None,
         return SliceEdit(previous & ~part, "island")  # a separate blob with no foreground click: all of it
     # No answer of the decoder's is a trim: the part that looks like the click where it is more than the disk and
     # still a trim, else the disk.
-    disk = previous & _disk(previous.shape, at)
+    disk = previous & _disk(previous.shape, at) & ~_at(previous.shape, clicks, flag=1)
     alike = _alike(image, previous & ~keep_in, at) if image is not None else None
     if alike is not None and disk.sum() < alike.sum() <= trim and honours(previous & ~alike, clicks):
         return SliceEdit(previous & ~alike, "alike")
@@ -224,6 +224,16 @@ def _near(shape, clicks: list[Click], flag: int) -> np.ndarray:
     for x, y, f in clicks:
         if f == flag:
             out |= _disk(shape, _pixel(shape, x, y))
+    return out
+
+
+def _at(shape, clicks: list[Click], flag: int) -> np.ndarray:
+    """The pixels the slice's clicks of one kind sit on: a fallback disk never undoes one (brain2: a background
+    click's disk took the foreground click one pixel away, and the annotator clicked it again)."""
+    out = np.zeros(shape, dtype=bool)
+    for x, y, f in clicks:
+        if f == flag:
+            out[_pixel(shape, x, y)] = True
     return out
 
 
