@@ -91,7 +91,9 @@ def _add(previous, clicks, at, decode: Decode, bounds, click_boxes, neighbours: 
     grown = _grow(image, previous, at, bounds) if image is not None else None
     if grown is not None and honours(previous | grown, clicks):
         return SliceEdit(previous | grown, "grown")
-    return SliceEdit(previous | (_disk(previous.shape, at) & ~_at(previous.shape, clicks, flag=0)), "disk")
+    # A fallback disk never takes back an earlier click's own pixel (brain2: a background click's disk took the
+    # foreground click one pixel away, and the annotator clicked it again).
+    return SliceEdit(previous | (_disk(previous.shape, at) & ~_near(previous.shape, clicks, 0, radius=0)), "disk")
 
 
 def _grow(image: np.ndarray, previous: np.ndarray, at: tuple[int, int], bounds: Box | None) -> np.ndarray | None:
@@ -173,7 +175,7 @@ def _remove(previous, clicks, at, decode: Decode, neighbours: np.ndarray | None,
         return SliceEdit(previous & ~part, "island")  # a separate blob with no foreground click: all of it
     # No answer of the decoder's is a trim: the part that looks like the click where it is more than the disk and
     # still a trim, else the disk.
-    disk = previous & _disk(previous.shape, at) & ~_at(previous.shape, clicks, flag=1)
+    disk = previous & _disk(previous.shape, at) & ~_near(previous.shape, clicks, 1, radius=0)
     alike = _alike(image, previous & ~keep_in, at) if image is not None else None
     if alike is not None and disk.sum() < alike.sum() <= trim and honours(previous & ~alike, clicks):
         return SliceEdit(previous & ~alike, "alike")
@@ -218,22 +220,12 @@ def _overlap(mask: np.ndarray, other: np.ndarray | None) -> float:
     return float((mask & other).sum() / max((mask | other).sum(), 1))
 
 
-def _near(shape, clicks: list[Click], flag: int) -> np.ndarray:
-    """Pixels within FALLBACK_RADIUS of the slice's clicks of one kind."""
+def _near(shape, clicks: list[Click], flag: int, radius: int = FALLBACK_RADIUS) -> np.ndarray:
+    """Pixels within `radius` of the slice's clicks of one kind (0: the pixels they sit on)."""
     out = np.zeros(shape, dtype=bool)
     for x, y, f in clicks:
         if f == flag:
-            out |= _disk(shape, _pixel(shape, x, y))
-    return out
-
-
-def _at(shape, clicks: list[Click], flag: int) -> np.ndarray:
-    """The pixels the slice's clicks of one kind sit on: a fallback disk never undoes one (brain2: a background
-    click's disk took the foreground click one pixel away, and the annotator clicked it again)."""
-    out = np.zeros(shape, dtype=bool)
-    for x, y, f in clicks:
-        if f == flag:
-            out[_pixel(shape, x, y)] = True
+            out |= _disk(shape, _pixel(shape, x, y), radius)
     return out
 
 
