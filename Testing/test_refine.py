@@ -149,6 +149,34 @@ def test_a_background_click_removes_no_more_than_the_part_that_looks_like_it():
     assert wide.how != "alike" and np.array_equal(wide.mask, square((40, 40), 10, 20, 10, 25))  # the smaller cut
 
 
+def test_a_background_click_on_a_darker_rim_removes_all_of_it_not_only_what_matches_the_click_exactly():
+    """lung1's rim (0.29-0.31 around a 0.47 nodule) and brain1's dark over-segmentation vary more than the
+    tolerance: what goes is the answer's tissue as dark as the click or darker, connected to it; the lesion stays."""
+    image = np.full((40, 40), 0.7)
+    image[10:20, 22:28] = np.linspace(0.35, 0.15, 6)  # a rim darker than the lesion, darker outwards
+    previous = square((40, 40), 10, 20, 10, 28)
+    click = (23.0, 15.0, 0)  # on the rim's inner, lighter part (0.31 with its neighbours)
+    nothing = decoder_returning((previous, 0.9))  # no decoder cut removes anything
+    edit = edit_slice(previous, [click], click, nothing, in_roi=True, image=image)
+    assert edit.how == "alike" and np.array_equal(edit.mask, square((40, 40), 10, 20, 10, 22))
+    lighter = edit_slice(previous, [(11.0, 15.0, 0)], (11.0, 15.0, 0), nothing, in_roi=True, image=image)
+    assert not (lighter.mask ^ previous)[10:20, 22:28].any()  # a click on the lesion side never takes the rim
+
+
+def test_a_foreground_click_on_a_varied_bright_miss_grows_over_what_stands_out_from_the_background():
+    """breast1's bright lesion: its missed part varies more than the tolerance (0.79 +- 0.11), so "like the click"
+    grew nothing and each click added a 2-pixel disk; what is at least as bright as the click, against the tissue
+    around the answer, is the miss."""
+    image = np.full((40, 40), 0.3)  # the tissue around
+    image[10:20, 10:20] = 0.7  # the part the decoder found
+    image[10:20, 20:26] = np.tile([0.8, 0.9], (10, 3))  # the varied part it missed
+    previous = square((40, 40), 10, 20, 10, 20)
+    empty = np.zeros((40, 40), dtype=bool)
+    click = (23.0, 15.0, 1)  # 0.9, 0.83 with its neighbours: the click itself is not "like the click"
+    edit = edit_slice(previous, [click], click, decoder_returning((empty, 0.9)), image=image)
+    assert edit.how == "grown" and np.array_equal(edit.mask, square((40, 40), 10, 20, 10, 26))
+
+
 def test_one_background_click_trims_and_never_cuts_away_most_of_the_slice():
     """A kidney slice lost 219 of its 287 pixels to one click on a 74-pixel over-segmentation, and the walk carried
     the cut over 16 slices (Dice 0.82 -> 0.50): a cut of more than half the slice is refused."""
