@@ -39,3 +39,17 @@ def expect_status(call, status: int, words: str = ""):
     assert found and int(found.group(1)) == status, message
     assert words.lower() in message.lower(), message
     return message
+
+
+def lesion_slice(studies: Path, case: str) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The windowed slice with the most of a sample lesion, and the lesion's box on it (x0, y0, x1, y1)."""
+    from lib.medfm.volume import load_label, load_volume  # the domain core, on the path the server tests set
+
+    volume = load_volume(studies / f"{case}.nii.gz")
+    label = load_label(studies / "labels" / "final" / f"{case}.nii.gz", volume) > 0
+    axes = tuple(a for a in range(3) if a != volume.slice_axis)
+    k = int(np.argmax(label.sum(axis=axes)))  # the slice with the most lesion
+    mask = np.take(label, k, axis=volume.slice_axis).T  # the slice's own frame, as the segmenter reads it
+    rows, cols = np.nonzero(mask)
+    return volume.slice_windowed(k), (float(cols.min()), float(rows.min()), float(cols.max() + 1),
+                                      float(rows.max() + 1))

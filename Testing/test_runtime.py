@@ -21,7 +21,7 @@ from lib.medfm.prompts import resolve
 from lib.medfm.runtime import CompiledPart, ExportPart, RuntimeCache
 from lib.medfm.segmenter import Segmenter
 from lib.medfm.volume import load_label, load_volume
-from Testing.helpers import dice
+from Testing.helpers import dice, lesion_slice
 
 pytest.importorskip("openvino")
 
@@ -42,23 +42,12 @@ def exported(tmp_path_factory):
     return backend, model, served, cache, folder
 
 
-def _lesion_slice(studies: Path, case: str):
-    volume = load_volume(studies / f"{case}.nii.gz")
-    label = load_label(studies / "labels" / "final" / f"{case}.nii.gz", volume) > 0
-    axes = tuple(a for a in range(3) if a != volume.slice_axis)
-    k = int(np.argmax(label.sum(axis=axes)))  # the slice with the most lesion
-    mask = np.take(label, k, axis=volume.slice_axis).T  # the slice's own frame, as the segmenter reads it
-    rows, cols = np.nonzero(mask)
-    return volume.slice_windowed(k), (float(cols.min()), float(rows.min()), float(cols.max() + 1),
-                                      float(rows.max() + 1))
-
-
 def test_runtime_agrees_with_pytorch_on_lesion_slices(exported, studies):
     backend, model, served, cache, _ = exported
     assert cache.status[BASE]["runtime"] == "openvino", cache.status
     assert all(isinstance(served.get_submodule(p.path), CompiledPart) for p in backend.runtime_parts(model))
     assert not isinstance(model.sam.image_encoder, CompiledPart)  # the torch model itself is left untouched
-    slices = {case: _lesion_slice(studies, case) for case in ("brain1", "lung2", "breast1")}
+    slices = {case: lesion_slice(studies, case) for case in ("brain1", "lung2", "breast1")}
     batch = torch.stack([backend.prepare(image).tensor for image, _ in slices.values()])
     with torch.inference_mode():  # a batch: the encoder, traced at batch 1, runs it row by row
         ref_batch, batch_emb = backend.embed(model, batch).float(), backend.embed(served, batch).float()

@@ -15,6 +15,7 @@ from lib.medfm import precision
 from lib.medfm.adaptation.config import AdaptConfig
 from lib.medfm.adaptation.peft_setup import make_trainable
 from lib.medfm.backends import SlicePrompt, get_backend
+from lib.medfm.backends.sam_decoder import BACKGROUND_LOGIT
 from lib.medfm.errors import InputError
 
 
@@ -68,3 +69,61 @@ def test_gradient_checkpointing_keeps_gradients_and_adapter_names(backend_and_mo
     assert grads[True].keys() == grads[False].keys() and any("image_encoder" in n for n in grads[True])
     for name, grad in grads[False].items():
         assert torch.allclose(grads[True][name], grad, rtol=1e-3, atol=1e-6), name
+
+
+@pytest.fixture(scope="module")
+def lesion_slices(sample_datastore, backend_and_model):
+    """Real lesion slices with their boxes and fp32 embeddings: brain MR, lung CT, breast MR."""
+    from Testing.helpers import lesion_slice
+
+    backend, model = backend_and_model
+    out = {}
+    for case in ("brain1", "lung2", "breast1"):
+        image, box = lesion_slice(sample_datastore, case)
+        prepared = backend.prepare(image)
+        with torch.inference_mode():
+            out[case] = (backend.embed(model, prepared.tensor[None]), prepared, box)
+    return out
+
+
+def _sams_own_call(model, embedding, sparse_dense):
+    sam = model.sam
+    logits, iou = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse_dense[0], dense_prompt_embeddings=sparse_dense[1],
+                                   multimask_output=False)
+    return logits, iou[:, 0]
+
+
+def test_channels_last_decoder_gives_sams_own_logits(backend_and_model, lesion_slices):
+    backend, model = backend_and_model
+    pe = model.sam.prompt_encoder
+    for case, (embedding, prepared, box) in lesion_slices.items():
+        with torch.inference_mode():
+            logits, iou = backend.decode(model, embedding, [SlicePrompt(box=box)], [prepared])
+            scaled = torch.tensor([box]) * prepared.scale
+            dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *pe.image_embedding_size)
+            ref_logits, ref_iou = _sams_own_call(model, embedding, (pe._embed_boxes(scaled), dense))
+        assert (ref_logits > 0).sum() > 20, case  # a real lesion mask, not two empty ones
+        assert float((logits - ref_logits).abs().max()) < 1e-3 * float(ref_logits.abs().max()), case
+        assert abs(float(iou[0]) - float(ref_iou[0])) < 1e-4, case
+
+
+def test_near_prompts_draws_the_same_mask_and_background_elsewhere(backend_and_model, lesion_slices):
+    """The window around box, clicks and mask prompt holds the whole answer; outside it is certain background."""
+    backend, model = backend_and_model
+    for case, (embedding, prepared, box) in lesion_slices.items():
+        x0, y0, x1, y1 = box
+        centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+        with torch.inference_mode():
+            whole, _ = backend.decode(model, embedding, [SlicePrompt(box=box)], [prepared])
+            previous = (whole[0, 0] > 0).float() * 20 - 10  # the answer fed back, as a correction click does
+        prompts = [SlicePrompt(box=box), SlicePrompt(box=box, points=(centre,), point_labels=(1,), mask=previous)]
+        for prompt in prompts:
+            with torch.inference_mode():
+                full, full_iou = backend.decode(model, embedding, [prompt], [prepared])
+                near, near_iou = backend.decode(model, embedding, [prompt], [prepared], near_prompts=True)
+            assert torch.equal(near > 0, full > 0), case
+            assert torch.equal(near_iou, full_iou), case
+            far = (slice(None), slice(None), slice(int(y1 * prepared.scale) + 40, None))
+            if near[far].numel():
+                assert bool((near[far] == BACKGROUND_LOGIT).all()), case  # not drawn there: certain background

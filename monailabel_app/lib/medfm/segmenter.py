@@ -166,7 +166,8 @@ class Segmenter:
         with torch.inference_mode(), self._autocast():
             for rows in passes:
                 emb = torch.cat([items[i][0] for i in rows])
-                logits, q = self.backend.decode(model, emb, [items[i][2] for i in rows], [items[i][1] for i in rows])
+                logits, q = self.backend.decode(model, emb, [items[i][2] for i in rows], [items[i][1] for i in rows],
+                                                near_prompts=True)
                 quality[rows] = q.float().cpu().numpy()
                 for i, lg in zip(rows, logits, strict=True):
                     slice_logits[i] = self.backend.to_slice_frame(lg.float(), items[i][1])

@@ -74,9 +74,14 @@ class FMBackend(ABC):
 
     @abstractmethod
     def decode(
-        self, model: nn.Module, embeddings: torch.Tensor, prompts: list[SlicePrompt], prepared: list[PreparedSlice]
+        self, model: nn.Module, embeddings: torch.Tensor, prompts: list[SlicePrompt], prepared: list[PreparedSlice],
+        near_prompts: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits in the model frame (B x 1 x S x S) and predicted mask quality (B,)."""
+        """Mask logits in the model frame (B x 1 x S x S) and predicted mask quality (B,).
+
+        `near_prompts`: a backend may draw prompted masks only near their boxes, clicks and mask prompts (certain
+        background elsewhere), for speed at inference; training leaves it off and gets the whole frame.
+        """
 
     @abstractmethod
     def to_slice_frame(self, logits: torch.Tensor, prepared: PreparedSlice) -> torch.Tensor:

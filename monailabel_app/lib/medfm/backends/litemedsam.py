@@ -15,6 +15,7 @@ from ..digest import sha256_file
 from ..errors import InputError
 from ..runtime import ExportPart
 from .base import FMBackend, PeftTargets, PreparedSlice, SlicePrompt, checkpoint_forward
+from .sam_decoder import decode_masks, token_window
 
 EMBED_DIM = 256
 
@@ -44,6 +45,29 @@ class PromptableLiteMedSAM(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # peft needs a forward; embedding is the heavy part
         return self.sam.image_encoder(images)
+
+
+# How far past its box, clicks and mask prompt a prompted mask is drawn, in model pixels (16 = 4 image tokens, 6 mm
+# on a 0.78 mm MR, 2.8 cm on a 512 CT). The interactive benchmark (2026-12-07, Intel Xeon) gave the same Dice, click
+# for click on every lesion and organ, at 16 and at 1000 (the whole frame).
+MARGIN_PX = 16.0
+
+
+def _extent(prompt: SlicePrompt, prep: PreparedSlice) -> tuple[float, float, float, float] | None:
+    """Where a prompt points in the model frame (x0, y0, x1, y1): its box, clicks and mask prompt together."""
+    xs, ys = [], []
+    if prompt.box is not None:
+        xs += [prompt.box[0], prompt.box[2]]
+        ys += [prompt.box[1], prompt.box[3]]
+    for x, y in prompt.points:
+        xs.append(x)
+        ys.append(y)
+    xs, ys = [v * prep.scale for v in xs], [v * prep.scale for v in ys]
+    if prompt.mask is not None and (prompt.mask > 0).any():
+        rows, cols = torch.nonzero(prompt.mask > 0, as_tuple=True)
+        xs += [float(cols.min()), float(cols.max()) + 1]
+        ys += [float(rows.min()), float(rows.max()) + 1]
+    return (min(xs), min(ys), max(xs), max(ys)) if xs else None
 
 
 @lru_cache(maxsize=4)
@@ -133,21 +157,22 @@ class LiteMedSAMBackend(FMBackend):
                 checkpoint_forward(block)
         return True
 
-    def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice]):
+    def decode(self, model, embeddings, prompts: list[SlicePrompt], prepared: list[PreparedSlice],
+               near_prompts: bool = False):
         """Prompt-free items go through the model's `auto_decoder`, box and click items through SAM's own."""
         auto = [i for i, p in enumerate(prompts) if p.label_index is not None]
         boxes = [i for i, p in enumerate(prompts) if p.label_index is None]
         if not auto or not boxes:
             decoder = model.auto_decoder if auto else model.sam.mask_decoder
-            return self._decode_with(decoder, model, embeddings, prompts, prepared)
+            return self._decode_with(decoder, model, embeddings, prompts, prepared, near_prompts)
         parts = [self._decode_with(decoder, model, embeddings[rows], [prompts[i] for i in rows],
-                                   [prepared[i] for i in rows])
+                                   [prepared[i] for i in rows], near_prompts)
                  for decoder, rows in ((model.auto_decoder, auto), (model.sam.mask_decoder, boxes))]
         order = torch.argsort(torch.tensor(auto + boxes, device=embeddings.device))  # back to the prompts' order
         return torch.cat([p[0] for p in parts])[order], torch.cat([p[1] for p in parts])[order]
 
     def _decode_with(self, decoder: nn.Module, model, embeddings, prompts: list[SlicePrompt],
-                     prepared: list[PreparedSlice]):
+                     prepared: list[PreparedSlice], near_prompts: bool = False):
         sam = model.sam
         device = embeddings.device
         sparse_list = []
@@ -163,13 +188,16 @@ class LiteMedSAMBackend(FMBackend):
             masks = torch.stack([prompts[i].mask.to(device, dense.dtype) for i in rows])[:, None]
             dense = dense.clone()
             dense[rows] = sam.prompt_encoder.mask_downscaling(masks).to(dense.dtype)
-        logits, iou = decoder(
-            image_embeddings=embeddings,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+        if hasattr(decoder, "output_upscaling"):  # PyTorch's decoder; one on an inference runtime takes SAM's call
+            window = token_window([_extent(p, prep) for p, prep in zip(prompts, prepared, strict=True)],
+                                  self.input_size, sam.prompt_encoder.image_embedding_size[0],
+                                  MARGIN_PX) if near_prompts else None
+            logits, iou = decode_masks(decoder, embeddings, sam.prompt_encoder.get_dense_pe(), sparse, dense,
+                                       window)
+        else:
+            logits, iou = decoder(image_embeddings=embeddings, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                  multimask_output=False)
         logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return logits, iou[:, 0]
 

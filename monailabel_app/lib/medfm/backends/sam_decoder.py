@@ -1,0 +1,63 @@
+"""SAM's mask decoder run for speed on a CPU: image tokens kept channels-last, and masks drawn only near the prompts.
+
+Same weights and the same arithmetic as `MaskDecoder.predict_masks` (single-mask output), arranged so that
+- the 64 x 64 image tokens enter the two-way transformer contiguous as tokens x channels (SAM's own forward
+  permutes them to a strided view, and every projection and addition on them then runs on strided memory), and
+- the output upscaling (two 2x transposed convolutions, layer norm and GELU, all per pixel of its token) and the
+  hypernetwork product run only on the tokens near the prompts when a window is given; the rest of the frame is
+  certain background.
+Measured on the 2-core Intel Xeon (2026-12-07, one box prompt): PyTorch fp32 64 -> 48 ms a pass channels-last
+(logits within 2e-5), 26 ms with the window; bf16 autocast 50 -> 37 -> 27 ms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+BACKGROUND_LOGIT = -20.0  # outside the window: sigmoid 2e-9, entropy ~0
+
+
+def decode_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                 sparse: torch.Tensor, dense: torch.Tensor,
+                 window: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-mask logits (B x 1 x 4h x 4w) and quality (B x 1); `window` = (y0, y1, x0, x1) in tokens."""
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
+    if image_embeddings.shape[0] != tokens.shape[0]:
+        image_embeddings = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0)
+    src = (image_embeddings + dense).contiguous(memory_format=torch.channels_last)
+    pos = image_pe.contiguous(memory_format=torch.channels_last)  # one for the batch: it broadcasts
+    b, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos, tokens)
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    y0, y1, x0, x1 = window or (0, h, 0, w)
+    upscaled = decoder.output_upscaling(src[:, :, y0:y1, x0:x1])
+    hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # the single-mask token (SAM's mask_slice 0:1)
+    _, cu, hu, wu = upscaled.shape
+    masks = (hyper[:, None] @ upscaled.reshape(b, cu, hu * wu)).reshape(b, 1, hu, wu)
+    if window is not None:
+        up = hu // (y1 - y0)
+        full = masks.new_full((b, 1, h * up, w * up), BACKGROUND_LOGIT)
+        full[:, :, y0 * up:y1 * up, x0 * up:x1 * up] = masks
+        masks = full
+    return masks, decoder.iou_prediction_head(hs[:, 0])[:, :1]
+
+
+def token_window(extents: list[tuple[float, float, float, float] | None], frame: int, grid: int,
+                 margin: float) -> tuple[int, int, int, int] | None:
+    """The token rows and columns (y0, y1, x0, x1) covering every extent (x0, y0, x1, y1 in model pixels) widened
+    by `margin` model pixels; None (the whole frame) when any item has no extent (a prompt-free label token)."""
+    if not extents or any(e is None for e in extents):
+        return None
+    per_token = frame / grid
+    xs0, ys0, xs1, ys1 = zip(*extents, strict=True)
+
+    def span(lo: float, hi: float) -> tuple[int, int]:
+        first = max(0, math.floor((lo - margin) / per_token))
+        return first, min(grid, max(first + 1, math.ceil((hi + margin) / per_token)))
+
+    (ty0, ty1), (tx0, tx1) = span(min(ys0), max(ys1)), span(min(xs0), max(xs1))
+    return ty0, ty1, tx0, tx1
