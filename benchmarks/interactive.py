@@ -52,6 +52,30 @@ def truth_roi(truth: np.ndarray) -> list[int]:
     return [int(v) for a in idx for v in (a.min(), a.max())]
 
 
+def jittered_roi(roi: list[int], shape, rng: np.random.Generator) -> list[int]:
+    """The truth's box widened by 0 or 1 voxel on each of its six sides, as a radiologist's box would be."""
+    out = []
+    for axis in range(3):
+        lo, hi = roi[2 * axis], roi[2 * axis + 1]
+        out += [max(0, lo - int(rng.integers(0, 2))), min(shape[axis] - 1, hi + int(rng.integers(0, 2)))]
+    return out
+
+
+def jittered_click(click: tuple[list[int], bool], truth: np.ndarray, slice_axis: int,
+                   rng: np.random.Generator) -> tuple[list[int], bool]:
+    """The click moved to a random in-plane neighbour (8-connected) that is still in the structure."""
+    point = list(click[0])
+    moves = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]
+    axes = [a for a in range(3) if a != slice_axis]
+    for n in rng.permutation(len(moves)):
+        moved = list(point)
+        moved[axes[0]] += moves[n][0]
+        moved[axes[1]] += moves[n][1]
+        if all(0 <= v < s for v, s in zip(moved, truth.shape, strict=True)) and truth[tuple(moved)]:
+            return moved, click[1]
+    return point, click[1]
+
+
 class Session:
     """One structure's interactions with the service: every request carries every prompt so far."""
 
@@ -101,14 +125,18 @@ def noc(dices_from_box: list[float], target: float = TARGET_DICE) -> int:
     return next((n for n, d in enumerate(dices_from_box) if d >= target), len(dices_from_box))
 
 
-def run_structure(service: MedFMService, case: Case, size: dict, adapter: str | None, log) -> dict:
+def run_structure(service: MedFMService, case: Case, size: dict, adapter: str | None, log,
+                  rng: np.random.Generator | None = None) -> dict:
+    """The protocol on one structure; with `rng`, a jittered start (box and first clicks-only click, see
+    `jittered_roi` and `jittered_click`), everything after it as the protocol says."""
     volume = load_volume(case.image, ct_window=service.settings.ct_window)
     truth = load_label(case.label, volume) == case.value
     spacing = volume.spacing
     row = {"group": case.group, "case": case.case, "structure": case.structure, "labels": case.labels,
            "image": Path(case.image).name, "value": case.value, "voxels": int(truth.sum()),
            "shape": list(volume.shape), "spacing_mm": [round(s, 4) for s in spacing], "modality": volume.modality}
-    box = Session(service, case, truth, spacing, size, adapter, truth_roi(truth))
+    roi = truth_roi(truth) if rng is None else jittered_roi(truth_roi(truth), truth.shape, rng)
+    box = Session(service, case, truth, spacing, size, adapter, roi)
     box.interact(None)
     for _ in range(size["clicks"]):
         box.click()
@@ -126,7 +154,9 @@ def run_structure(service: MedFMService, case: Case, size: dict, adapter: str | 
     log(f"{case.session}: box {dices[0]:.3f} -> clicks {dices[1:]} (AUC {row['dsc_auc']}, NSD {row['nsd_box']} -> "
         f"{row['nsd_final']}) {sum(seconds):.1f} s")
     clicks = Session(service, case, truth, spacing, size, adapter, None)
-    for _ in range(size["clicks_only"]):
+    centre = challenge_click(clicks.pred, clicks.truth)
+    clicks.interact(centre if rng is None else jittered_click(centre, truth, volume.slice_axis, rng))
+    for _ in range(size["clicks_only"] - 1):
         clicks.click()
     only = [s["dice"] for s in clicks.steps]
     row["clicks_only"] = {"steps": clicks.steps, "dice_per_click": only, "drops": drops(only),
@@ -170,6 +200,32 @@ def summarise(rows: list[dict], size: dict) -> dict:
     return out
 
 
+def compact(row: dict, size: dict) -> dict:
+    """What a jittered run keeps of a structure's row: the target columns."""
+    only = row["clicks_only"]["dice_per_click"]
+    return {"group": row["group"], "case": row["case"], "structure": row["structure"], "roi": row["roi"],
+            "clicks_only_first": row["clicks_only"]["steps"][0]["click"], "final_dsc": row["final_dsc"],
+            "dsc_auc": row["dsc_auc"], "reached90": row["reached90"],
+            "clicks_only_5": only[min(5, len(only)) - 1]}
+
+
+def summarise_repeats(exact: list[dict], repeats: list[list[dict]], size: dict) -> dict:
+    """The lesions' target columns per run (run 0 = the exact protocol, then each jittered start) and their
+    mean, min and max over runs: how much of a difference between two results the start alone explains."""
+    runs = [[compact(r, size) for r in exact if r["group"] == "lesions" and "error" not in r],
+            *[[r for r in rs if "error" not in r] for rs in repeats]]
+    per_run = [{"run": n, "final_dsc": mean(r["final_dsc"] for r in rs), "dsc_auc": mean(r["dsc_auc"] for r in rs),
+                "clicks_only_5": mean(r["clicks_only_5"] for r in rs), "reached90": sum(r["reached90"] for r in rs)}
+               for n, rs in enumerate(runs)]
+    keys = ("final_dsc", "dsc_auc", "clicks_only_5", "reached90")
+    over = {f"{stat}": {k: round(float(fn([p[k] for p in per_run])), 4) for k in keys}
+            for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max))}
+    cases = sorted({r["case"] for rs in runs for r in rs})
+    spread = {c: {k: [r[k] for rs in runs for r in rs if r["case"] == c] for k in ("final_dsc", "clicks_only_5")}
+              for c in cases}
+    return {"runs": per_run, **over, "per_case": spread}
+
+
 def targets(summary: dict, size: dict) -> list[dict]:
     """Issue 24's targets (set on the five lesions) against what was measured; `by` > 0 is the margin met, < 0
     the miss."""
@@ -200,7 +256,28 @@ def fmt(v, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def to_markdown(size_name: str, size: dict, rows: list[dict], summary: dict, checks: list[dict], notes: dict) -> str:
+def repeats_markdown(rep: dict) -> list[str]:
+    lines = ["### Jittered starts (lesions)", "",
+             "Run 0 is the exact protocol; each further run starts from the truth's box widened by 0 or 1 voxel on "
+             "each side and a clicks-only first click moved to a random in-plane neighbour inside the lesion "
+             "(seeded by the run's number); every click after that is the protocol's. The spread is what the start "
+             "alone moves the scores by: differences between two versions of the product smaller than it are not "
+             "evidence.", ""]
+    table = [{"run": "exact" if p["run"] == 0 else f"jitter {p['run']}", "final": p["final_dsc"],
+              "DSC_AUC": p["dsc_auc"], "clicks only after 5": p["clicks_only_5"], "NoC@90 reached": p["reached90"]}
+             for p in rep["runs"]]
+    table += [{"run": f"**{stat}**", "final": rep[stat]["final_dsc"], "DSC_AUC": rep[stat]["dsc_auc"],
+               "clicks only after 5": rep[stat]["clicks_only_5"], "NoC@90 reached": rep[stat]["reached90"]}
+              for stat in ("mean", "min", "max")]
+    lines += [common.markdown_table(table, list(table[0])), ""]
+    lines += ["Per lesion over runs (min - max): " + "; ".join(
+        f"{c} final {min(v['final_dsc']):.3f}-{max(v['final_dsc']):.3f}, clicks only "
+        f"{min(v['clicks_only_5']):.2f}-{max(v['clicks_only_5']):.2f}" for c, v in rep["per_case"].items()) + ".", ""]
+    return lines
+
+
+def to_markdown(size_name: str, size: dict, rows: list[dict], summary: dict, checks: list[dict], notes: dict,
+                repeats: dict | None = None) -> str:
     n = size["clicks"]
     lines = [
         f"Size `{size_name}`: per structure one 3D box (the truth's bounding box as `roi`), then {n} clicks; and a "
@@ -260,6 +337,8 @@ def to_markdown(size_name: str, size: dict, rows: list[dict], summary: dict, che
                   "issue": fmt(c["issue_2026_12_05"]), "met": "yes" if c["met"] else "**no**",
                   "by": fmt(c["by"])} for c in checks]
         lines += [common.markdown_table(table, list(table[0])), ""]
+    if repeats:
+        lines += repeats_markdown(repeats)
     lines += ["Lesions: five cases, one structure each; organs (when run): one CT with TotalSegmentator's own output "
               "as **silver** labels. Means over structures, not patients; no spread is given over so few. Seconds "
               "are wall time of the service call on whatever else the machine was running (see the load averages "
@@ -295,8 +374,9 @@ def render(json_path: Path) -> None:
     checks = targets(summary, size) if size["clicks"] == 5 else []
     notes = {"version": data["version"], "wall_s": data["total_wall_s"], "precision": data["precision"],
              "skipped": "; ".join(data["skipped"])}
-    markdown = to_markdown(data["size"], size, rows, summary, checks, notes)
-    data.update(summary=summary, targets=checks)
+    rep = summarise_repeats(rows, data["repeats"], size) if data.get("repeats") else None
+    markdown = to_markdown(data["size"], size, rows, summary, checks, notes, rep)
+    data.update(summary=summary, targets=checks, repeat_summary=rep)
     json_path.write_text(json.dumps(data, indent=2, default=str))
     header = json_path.with_suffix(".md").read_text().split("\n\n", 1)[0]
     json_path.with_suffix(".md").write_text(header + "\n\n" + markdown + "\n")
@@ -315,6 +395,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=common.ROOT / "build" / "cache",
                         help="where the TotalSegmentator sdist is kept")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="jittered starts to run on the lesions after the exact protocol (see jittered_roi)")
     parser.add_argument("--render", type=Path, help="rewrite the tables and plot of a result JSON, measuring nothing")
     args, size_name = common.parse_args(parser, SIZES)
     if args.render:
@@ -357,16 +439,28 @@ def main() -> None:
                 log(f"{case.session} failed: {err!r}")
                 rows.append({"group": case.group, "case": case.case, "structure": case.structure,
                              "labels": case.labels, "error": repr(err)})
+        repeats = []
+        for n in range(1, args.repeats + 1):
+            rng = np.random.default_rng(n)
+            repeats.append([])
+            for case in (c for c in cases if c.group == "lesions"):
+                try:
+                    repeats[-1].append(compact(run_structure(service, case, size, args.adapter, log, rng), size))
+                except Exception as err:
+                    log(f"{case.session} jitter {n} failed: {err!r}")
+                    repeats[-1].append({"case": case.case, "structure": case.structure, "error": repr(err)})
         summary = summarise(rows, size)
         checks = targets(summary, size) if size["clicks"] == 5 else []
+        rep = summarise_repeats(rows, repeats, size) if repeats else None
         wall = time.perf_counter() - start
         notes = {"version": version, "wall_s": wall, "precision": precision.resolve(settings.precision, dev),
                  "skipped": "; ".join(skipped)}
-        markdown = to_markdown(size_name, size, rows, summary, checks, notes)
+        markdown = to_markdown(size_name, size, rows, summary, checks, notes, rep)
         tag = size_name + ("" if args.cases == "lesions" or size_name == "smoke" else f"-{args.cases}") + \
             (f"-{args.adapter}" if args.adapter else "")
         data = {"config": size, "cases": args.cases, "version": version, "device": dev,
                 "precision": notes["precision"], "summary": summary, "targets": checks, "structures": rows,
+                "repeats": repeats, "repeat_summary": rep,
                 "skipped": skipped, "issue_baseline_2026_12_05": ISSUE_BASELINE, "total_wall_s": round(wall, 1),
                 "load_average_at_end": common.load_average(),
                 "protocol": "CVPR 2025 interactive 3D (CVPR25_iter_eval.py): box, then error-centre clicks, "
