@@ -158,7 +158,7 @@ def _grow(similar: np.ndarray, previous: np.ndarray, at: tuple[int, int], bounds
     return region
 
 
-def _click_value(image: np.ndarray, at: tuple[int, int]) -> float:
+def click_value(image: np.ndarray, at: tuple[int, int]) -> float:
     """The mean of the click's 3 x 3 neighbourhood: what the radiologist pointed at, not one noisy pixel."""
     r, c = at
     return float(image[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].mean())
@@ -166,12 +166,12 @@ def _click_value(image: np.ndarray, at: tuple[int, int]) -> float:
 
 def _like_the_click(image: np.ndarray, at: tuple[int, int]) -> np.ndarray:
     """Pixels within GROW_TOLERANCE of the click's value."""
-    return np.abs(image - _click_value(image, at)) <= GROW_TOLERANCE
+    return np.abs(image - click_value(image, at)) <= GROW_TOLERANCE
 
 
 def _past_the_click(image: np.ndarray, at: tuple[int, int], reference: float) -> np.ndarray:
     """Pixels at least as far from `reference` as the click (less GROW_TOLERANCE), on the click's side of it."""
-    value = _click_value(image, at)
+    value = click_value(image, at)
     return image <= value + GROW_TOLERANCE if value < reference else image >= value - GROW_TOLERANCE
 
 
