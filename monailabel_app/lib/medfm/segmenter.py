@@ -21,7 +21,7 @@ from .backends import FMBackend, PreparedSlice, SlicePrompt
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .errors import ConflictError
 from .prompts import VolumePrompts, box_of_mask
-from .refine import MOST_OF_A_SLICE, Click, click_value, edit_slice, honours
+from .refine import INTENSITY_TOLERANCE, MOST_OF_A_SLICE, Click, Looks, click_value, edit_slice, honours  # noqa: F401
 from .settings import decode_chunk, default_batch_size
 from .volume import Volume
 
@@ -39,7 +39,6 @@ CLICK_BOX_MM = (10.0, 15.0, 30.0, 45.0, 60.0)
 # brain1_crop 872 grown, 793 carried). The interactive benchmark's lesions and organs are unchanged.
 NOT_CARRIED = frozenset({"grown"})
 QUALITY_TIE = 0.02  # decoder quality estimates this close do not rank two candidate masks
-INTENSITY_TOLERANCE = 0.1  # windowed units ([0, 1]): the least intensity change a clicks-only walk stops at
 
 
 @dataclass
@@ -466,29 +465,6 @@ class Segmenter:
             logits, _ = self._decode(model, [(emb, prepared, p) for p in prompts], counters)
             entropies.append(float(torch.stack([binary_entropy(lg) for lg in logits]).mean()))
         return np.mean(pooled, axis=0), float(np.mean(entropies))
-
-
-@dataclass(frozen=True)
-class Looks:
-    """How the clicked structure looks on its seed slice: the mean and spread of its windowed intensities.
-
-    Without an roi nothing bounds a propagation but the decoder's quality estimate, and LiteMedSAM rates a box
-    around whatever tissue it finds past a small lesion's ends as highly as the lesion itself (brain2: 3 lesion
-    slices, 14 answered, the extra ones a flat region 0.1-0.2 darker than the lesion). A propagated mask whose mean
-    intensity is further from the seed's than the seed's own spread (at least INTENSITY_TOLERANCE) is another
-    structure, and the walk stops there.
-    """
-
-    mean: float
-    spread: float
-
-    @classmethod
-    def of(cls, slice2d: np.ndarray, mask: np.ndarray) -> Looks:
-        values = slice2d[mask]
-        return cls(float(values.mean()), max(float(values.std()), INTENSITY_TOLERANCE))
-
-    def matches(self, slice2d: np.ndarray, mask: np.ndarray) -> bool:
-        return abs(float(slice2d[mask].mean()) - self.mean) <= self.spread
 
 
 def _likest_the_clicks(masks: list[np.ndarray], quality: np.ndarray, clicks, best: int, image: np.ndarray) -> int:
