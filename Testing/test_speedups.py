@@ -15,7 +15,8 @@ from lib.medfm import precision
 from lib.medfm.adaptation.config import AdaptConfig
 from lib.medfm.adaptation.peft_setup import make_trainable
 from lib.medfm.backends import SlicePrompt, get_backend
-from lib.medfm.backends.sam_decoder import BACKGROUND_LOGIT
+from lib.medfm.backends.sam_decoder import BACKGROUND_LOGIT, grid_pe
+from lib.medfm.backends.sam_transformer import two_way_transformer
 from lib.medfm.errors import InputError
 
 
@@ -49,6 +50,8 @@ def test_precision_setting_is_checked_and_resolved():
         assert not torch.is_autocast_enabled("cpu")
     with precision.autocast("cpu", "bf16"):
         assert torch.is_autocast_enabled("cpu")
+    assert precision.decoder_precision("cpu", "bf16") == "fp32"  # measured faster there, and the reference numerics
+    assert precision.decoder_precision("cuda", "bf16") == "bf16"
 
 
 def test_gradient_checkpointing_keeps_gradients_and_adapter_names(backend_and_model):
@@ -127,3 +130,60 @@ def test_near_prompts_draws_the_same_mask_and_background_elsewhere(backend_and_m
             far = (slice(None), slice(None), slice(int(y1 * prepared.scale) + 40, None))
             if near[far].numel():
                 assert bool((near[far] == BACKGROUND_LOGIT).all()), case  # not drawn there: certain background
+
+
+def _tokens(model, n_clicks: int) -> torch.Tensor:
+    """SAM's prompt tokens for a box and `n_clicks` clicks on real positions: output tokens first, as the decoder."""
+    pe, decoder = model.sam.prompt_encoder, model.sam.mask_decoder
+    points = torch.tensor([[[100.0 + 3 * n, 120.0 - 2 * n] for n in range(n_clicks)]]).reshape(1, n_clicks, 2)
+    sparse = [pe._embed_boxes(torch.tensor([[90.0, 100.0, 150.0, 160.0]]))]
+    if n_clicks:
+        sparse.insert(0, pe._embed_points(points, torch.ones(1, n_clicks), pad=False))
+    output = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])[None]
+    return torch.cat([output, *sparse], dim=1)
+
+
+@pytest.mark.parametrize("n_clicks", [0, 5, 12])  # 7 and 12 tokens reassociate; 19 run SAM's own attention
+def test_transformer_without_projected_image_tokens_gives_sams_result(backend_and_model, lesion_slices, n_clicks):
+    backend, model = backend_and_model
+    transformer, pe = model.sam.mask_decoder.transformer, model.sam.prompt_encoder
+    image_pe = pe.get_dense_pe()
+    for case, (embedding, _, _) in lesion_slices.items():
+        with torch.inference_mode():
+            tokens = _tokens(model, n_clicks)
+            src = embedding + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            ref_queries, ref_keys = transformer(src, image_pe, tokens)
+            queries, keys = two_way_transformer(transformer, src.flatten(2).transpose(1, 2),
+                                                image_pe.flatten(2).transpose(1, 2), tokens)
+        for ours, sams in ((queries, ref_queries), (keys, ref_keys)):
+            assert float((ours - sams).abs().max()) < 1e-4 * float(sams.abs().max()), (case, n_clicks)
+
+
+def test_adapter_wrapped_attention_runs_sams_own_forward(backend_and_model, lesion_slices):
+    """An unmerged adapter's projections are not plain weights: its attention must not be reassociated."""
+    from peft import LoraConfig, get_peft_model
+
+    backend, model = backend_and_model
+    decoder = copy.deepcopy(model.sam.mask_decoder)
+    wrapped = get_peft_model(decoder, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    transformer = wrapped.base_model.model.transformer
+    embedding = next(iter(lesion_slices.values()))[0]
+    image_pe = model.sam.prompt_encoder.get_dense_pe()
+    with torch.inference_mode():
+        tokens = _tokens(model, 0)
+        ref_queries, ref_keys = transformer(embedding, image_pe, tokens)
+        queries, keys = two_way_transformer(transformer, embedding.flatten(2).transpose(1, 2),
+                                            image_pe.flatten(2).transpose(1, 2), tokens)
+    assert torch.allclose(queries, ref_queries, atol=1e-5) and torch.allclose(keys, ref_keys, atol=1e-5)
+
+
+def test_grid_pe_is_sams_and_follows_its_buffer(backend_and_model):
+    _, model = backend_and_model
+    encoder = copy.deepcopy(model.sam.prompt_encoder)
+    with torch.inference_mode():
+        first = grid_pe(encoder)
+        assert torch.equal(first, encoder.get_dense_pe()) and grid_pe(encoder) is first  # computed once
+    with torch.no_grad():
+        encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(2.0)  # a version's weights written in place
+    with torch.inference_mode():
+        assert torch.equal(grid_pe(encoder), encoder.get_dense_pe()) and not torch.equal(grid_pe(encoder), first)

@@ -147,6 +147,9 @@ class Segmenter:
     def _autocast(self):
         return precision_mod.autocast(self.device, self.precision)
 
+    def _decoder_autocast(self):
+        return precision_mod.autocast(self.device, precision_mod.decoder_precision(self.device, self.precision))
+
     def _decode(self, model, items: list[tuple[torch.Tensor, PreparedSlice, SlicePrompt]], counters: _Counters):
         """Slice-frame logits and the decoder's quality estimate per item, in the items' order.
 
@@ -163,7 +166,7 @@ class Segmenter:
         passes = [rows[n:n + size] for rows in groups.values() for n in range(0, len(rows), size)]
         slice_logits: list = [None] * len(items)
         quality = np.zeros(len(items), dtype=np.float32)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._decoder_autocast():
             for rows in passes:
                 emb = torch.cat([items[i][0] for i in rows])
                 logits, q = self.backend.decode(model, emb, [items[i][2] for i in rows], [items[i][1] for i in rows],
@@ -186,7 +189,7 @@ class Segmenter:
         total_start = time.perf_counter()
         model = self.model(version)
         counters = _Counters()
-        label = np.zeros(volume.shape, dtype=np.uint8)
+        label = volume.zeros(np.uint8)
         fetched: dict = {}  # this request's embeddings, so each slice is counted once as a cache hit or miss
         if prompts.slice_range:
             first, last = prompts.slice_range
@@ -211,7 +214,7 @@ class Segmenter:
             for start in starts:
                 self._propagate(volume, version, model, prompts, masks, entropies, start, direction, stop, counters,
                                 fetched, uncertainty)
-        entropy = np.zeros(volume.shape, np.float32) if uncertainty else None
+        entropy = volume.zeros(np.float32) if uncertainty else None
         for k, mask in masks.items():
             if mask is not None:
                 volume.put_slice(label, k, mask.astype(np.uint8))
@@ -422,8 +425,8 @@ class Segmenter:
         model = self.model(version)
         counters = _Counters()
         first, last = slice_range or (0, volume.n_slices - 1)
-        label = np.zeros(volume.shape, dtype=np.uint8)
-        entropy = np.zeros(volume.shape, np.float32) if uncertainty else None
+        label = volume.zeros(np.uint8)
+        entropy = volume.zeros(np.float32) if uncertainty else None
         names = sorted(learned)
         for start in range(first, last + 1, self.batch_size):
             indices = list(range(start, min(start + self.batch_size, last + 1)))

@@ -50,11 +50,19 @@ class Volume:
 
     def slice_raw(self, index: int) -> np.ndarray:
         """Slice `index` as rows x cols (rows = second in-plane axis), raw intensities."""
-        return np.take(self.array, index, axis=self.slice_axis).T
+        view = [slice(None)] * 3
+        view[self.slice_axis] = index
+        return self.array[tuple(view)].T
 
     def slice_windowed(self, index: int) -> np.ndarray:
         lo, hi = self.window
         return np.clip((self.slice_raw(index) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+    def zeros(self, dtype) -> np.ndarray:
+        """An [i, j, k] array of this volume's shape, stored slice after slice as the volume is (put_slice writes
+        one block)."""
+        n, (a, b) = self.n_slices, (self.shape[ax] for ax in self.in_plane_axes)
+        return np.moveaxis(np.zeros((n, a, b), dtype=dtype), 0, self.slice_axis)
 
     def put_slice(self, volume: np.ndarray, index: int, slice2d: np.ndarray) -> None:
         """Write a rows x cols slice back into an [i, j, k] array at `index` along the slice axis."""
@@ -98,6 +106,12 @@ def to_ijk(image: sitk.Image) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0)))
 
 
+def slice_major(array: np.ndarray, axis: int) -> np.ndarray:
+    """The same [i, j, k] array, stored slice after slice along `axis`: a click reads tens of slices, and a slice
+    of an [i, j, k]-contiguous volume is a gather over all of it (lung2, 512 x 512 x 61: 3.4 ms a slice)."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(array, axis, 0)), 0, axis)
+
+
 def acquisition_axis(image: sitk.Image) -> int:
     """The axis with the coarsest spacing (the through-plane one); the last axis when spacing is isotropic."""
     spacing = np.asarray(image.GetSpacing())
@@ -123,11 +137,11 @@ def load_volume(path: str | os.PathLike, modality: str | None = None,
                 ct_window: tuple[float, float] = CT_DEFAULT_WINDOW, slice_axis: int | None = None) -> Volume:
     image = read_image(path)
     check_3d_scalar(image)
-    array = to_ijk(image).astype(np.float32, copy=False)
+    axis = acquisition_axis(image) if slice_axis is None else int(slice_axis)
+    array = slice_major(sitk.GetArrayFromImage(image).astype(np.float32, copy=False).transpose(2, 1, 0), axis)
     modality = (modality or guess_modality(array)).upper()
     if modality not in ("CT", "MR"):
         raise InputError(f"modality must be CT or MR, got {modality!r}")
-    axis = acquisition_axis(image) if slice_axis is None else int(slice_axis)
     window = intensity_window(array, modality, ct_window)
     reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     reference.CopyInformation(image)

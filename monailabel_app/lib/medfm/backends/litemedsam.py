@@ -15,7 +15,7 @@ from ..digest import sha256_file
 from ..errors import InputError
 from ..runtime import ExportPart
 from .base import FMBackend, PeftTargets, PreparedSlice, SlicePrompt, checkpoint_forward
-from .sam_decoder import decode_masks, token_window
+from .sam_decoder import decode_masks, grid_pe, token_window
 
 EMBED_DIM = 256
 
@@ -192,7 +192,7 @@ class LiteMedSAMBackend(FMBackend):
             window = token_window([_extent(p, prep) for p, prep in zip(prompts, prepared, strict=True)],
                                   self.input_size, sam.prompt_encoder.image_embedding_size[0],
                                   MARGIN_PX) if near_prompts else None
-            logits, iou = decode_masks(decoder, embeddings, sam.prompt_encoder.get_dense_pe(), sparse, dense,
+            logits, iou = decode_masks(decoder, embeddings, grid_pe(sam.prompt_encoder), sparse, dense,
                                        window)
         else:
             logits, iou = decoder(image_embeddings=embeddings, image_pe=sam.prompt_encoder.get_dense_pe(),
