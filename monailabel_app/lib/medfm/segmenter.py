@@ -318,7 +318,8 @@ class Segmenter:
             for direction, stop in ((1, last), (-1, first)):
                 if edit.how == "centre":  # towards the structure its neighbours hold it: nothing to carry there
                     if _beyond_the_structure(prompts, k, direction):
-                        _carry_removal(volume, label, k, old & ~edit.mask, direction, stop, clicked)
+                        _carry_removal(volume, label, k, old & ~edit.mask, direction, stop, clicked,
+                                       self._structure_looks(volume, label, prompts, k))
                     continue
                 if edit.how in NOT_CARRIED:
                     continue
@@ -327,6 +328,14 @@ class Segmenter:
         slices = [k for k in range(volume.n_slices) if self._slice(volume, label, k).any()]
         return SegmentationResult(label=label, adapter=version, slices=slices, timing=_timing(counters, total_start),
                                   refined_clicks=len(new_clicks))
+
+    @staticmethod
+    def _structure_looks(volume: Volume, label: np.ndarray, prompts: VolumePrompts, k: int) -> Looks | None:
+        """How the structure looks in the answer on the foreground-clicked slice nearest to k (None: no such)."""
+        for j in sorted((j for j, c in prompts.clicks.items() if _has_fg(c)), key=lambda j: abs(j - k)):
+            if (mask := Segmenter._slice(volume, label, j)).any():
+                return Looks.of(volume.slice_windowed(j), mask)
+        return None
 
     @staticmethod
     def _slice(volume: Volume, label: np.ndarray, k: int) -> np.ndarray:
@@ -513,14 +522,22 @@ def _beyond_the_structure(prompts: VolumePrompts, k: int, direction: int) -> boo
 
 
 def _carry_removal(volume: Volume, label: np.ndarray, start: int, removed: np.ndarray, direction: int, stop: int,
-                   clicked: set[int]) -> None:
+                   clicked: set[int], structure: Looks | None = None) -> None:
     """Remove, slice by slice away from `start`, the blobs that continue the blob removed there: propagation put
-    them there from it, so they go with it (up to a clicked slice, which keeps its own answer)."""
+    them there from it, so they go with it (up to a clicked slice, which keeps its own answer, and up to blobs that
+    look more like the structure on its foreground-clicked slice than like what was removed: brain1 clicks only, a
+    background click at the heart of a slice 613 px wrong of 839 had carried on through two slices 90 % right,
+    Dice 0.73 -> 0.61)."""
+    wrong = Looks.of(volume.slice_windowed(start), removed) if removed.any() else None
     for k in range(start + direction, stop + direction, direction):
         if k in clicked or not removed.any():
             return
         mask = Segmenter._slice(volume, label, k)
         removed = _touching(mask, ndimage.binary_dilation(removed, iterations=2))
+        if removed.any() and structure is not None and wrong is not None:
+            mean = float(volume.slice_windowed(k)[removed].mean())
+            if abs(mean - structure.mean) < abs(mean - wrong.mean):
+                return
         volume.put_slice(label, k, (mask & ~removed).astype(np.uint8))
 
 
