@@ -47,6 +47,7 @@ def test_runtime_agrees_with_pytorch_on_lesion_slices(exported, studies):
     assert cache.status[BASE]["runtime"] == "openvino", cache.status
     assert all(isinstance(served.get_submodule(p.path), CompiledPart) for p in backend.runtime_parts(model))
     assert not isinstance(model.sam.image_encoder, CompiledPart)  # the torch model itself is left untouched
+    assert not isinstance(served.sam.mask_decoder, CompiledPart)  # PyTorch's own forward is the faster decoder
     slices = {case: lesion_slice(studies, case) for case in ("brain1", "lung2", "breast1")}
     batch = torch.stack([backend.prepare(image).tensor for image, _ in slices.values()])
     with torch.inference_mode():  # a batch: the encoder, traced at batch 1, runs it row by row
@@ -59,11 +60,10 @@ def test_runtime_agrees_with_pytorch_on_lesion_slices(exported, studies):
         with torch.inference_mode():
             prompt = [SlicePrompt(box=box)]
             ref_logits, ref_iou = backend.decode(model, ref, prompt, [prepared])
-            logits, iou = backend.decode(served, ref, prompt, [prepared])
+            logits, iou = backend.decode(served, batch_emb[n:n + 1], prompt, [prepared])  # the runtime's embedding
         assert dice((logits > 0).numpy(), (ref_logits > 0).numpy()) >= 0.99, case
         assert (ref_logits > 0).sum() > 0, case  # a real lesion mask, not two empty ones
         assert abs(float(iou[0]) - float(ref_iou[0])) < 1e-3, case
-    assert not served.sam.mask_decoder.failures
 
 
 def test_segmenter_on_runtime_matches_pytorch_in_3d(exported, studies, tmp_path):

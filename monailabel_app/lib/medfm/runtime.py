@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 Runtime = Literal["torch", "openvino"]  # the server setting's type: its choices are written here only
 RUNTIMES = typing.get_args(Runtime)
-FORMAT = 1  # bump when what is exported changes: every cached export is then rebuilt
+FORMAT = 2  # bump when what is exported changes: every cached export is then rebuilt (2: the encoder alone)
 META = "meta.json"
 _HINTS = {"bf16": "bf16", "fp32": "f32"}  # the product's resolved precision -> OpenVINO's inference precision
 # `precision auto` on this runtime: OpenVINO's bf16 moved brain2's zero-shot Dice by 0.015 (bound 0.01), its f32
