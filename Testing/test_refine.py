@@ -49,6 +49,17 @@ def test_a_background_click_at_the_heart_of_a_blob_removes_all_of_it():
     assert not edit.mask[10:20, 10:20].any() and edit.mask[30:34, 30:34].all()  # that blob, and only it
 
 
+def test_a_blob_too_thin_to_have_a_heart_is_trimmed_not_taken_whole():
+    """breast1, clicks only: a 49-pixel answer on a slice of a 5 mm lesion, 32 pixels of it lesion, went whole."""
+    previous = square((40, 40), 10, 15, 10, 20)  # 5 x 10 pixels: its deepest pixel is 3 from the border
+    thin = square((40, 40), 10, 14, 10, 20)  # 4 x 10: 2 from the border
+    kept = square((40, 40), 10, 14, 10, 15)  # the decoder's trim: the half left of the click
+    click = (15.0, 12.0, 0)
+    assert edit_slice(previous, [click], click, decoder_returning((kept, 0.9))).how == "centre"
+    edit = edit_slice(thin, [click], click, decoder_returning((kept, 0.9)))
+    assert edit.how != "centre" and np.array_equal(edit.mask, kept)
+
+
 def test_inside_the_users_3d_box_a_centre_click_never_empties_the_slice():
     """The roi says the structure is on every slice of it (a kidney's slice was emptied by one click before)."""
     previous = square((40, 40), 10, 20, 10, 20)
