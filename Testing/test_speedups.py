@@ -15,7 +15,7 @@ from lib.medfm import precision
 from lib.medfm.adaptation.config import AdaptConfig
 from lib.medfm.adaptation.peft_setup import make_trainable
 from lib.medfm.backends import SlicePrompt, get_backend
-from lib.medfm.backends.sam_decoder import BACKGROUND_LOGIT, grid_pe
+from lib.medfm.backends.sam_decoder import BACKGROUND_LOGIT, _per_pixel, grid_pe, upscale_channels_last
 from lib.medfm.backends.sam_transformer import two_way_transformer
 from lib.medfm.errors import InputError
 
@@ -187,3 +187,20 @@ def test_grid_pe_is_sams_and_follows_its_buffer(backend_and_model):
         encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(2.0)  # a version's weights written in place
     with torch.inference_mode():
         assert torch.equal(grid_pe(encoder), encoder.get_dense_pe()) and not torch.equal(grid_pe(encoder), first)
+
+
+def test_channels_last_upscaling_gives_sams_result(backend_and_model, lesion_slices):
+    _, model = backend_and_model
+    upscaling = model.sam.mask_decoder.output_upscaling
+    assert _per_pixel(upscaling)
+    for case, (embedding, _, _) in lesion_slices.items():
+        with torch.inference_mode():
+            ref = upscaling(embedding)
+            ours = upscale_channels_last(upscaling, embedding.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            window = upscale_channels_last(upscaling, embedding.permute(0, 2, 3, 1)[:, 10:20, 30:41])
+        assert ours.shape == ref.shape == (1, 32, 256, 256)
+        assert float((ours - ref).abs().max()) < 1e-5 * float(ref.abs().max()), case
+        assert torch.allclose(window.permute(0, 3, 1, 2), ref[:, :, 40:80, 120:164], atol=1e-5), case
+    changed = copy.deepcopy(upscaling)
+    changed[0] = torch.nn.ConvTranspose2d(256, 64, kernel_size=2, stride=2, padding=0, output_padding=0, bias=False)
+    assert not _per_pixel(changed)  # not SAM's layers as they ship: the module itself runs

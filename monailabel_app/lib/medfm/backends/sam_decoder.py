@@ -39,18 +39,54 @@ def decode_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: t
     else:
         hs, src = two_way_transformer(decoder.transformer, src.flatten(2).transpose(1, 2),
                                       pos.flatten(2).transpose(1, 2), tokens)
-    src = src.transpose(1, 2).reshape(b, c, h, w)
     y0, y1, x0, x1 = window or (0, h, 0, w)
-    upscaled = decoder.output_upscaling(src[:, :, y0:y1, x0:x1])
     hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # the single-mask token (SAM's mask_slice 0:1)
-    _, cu, hu, wu = upscaled.shape
-    masks = (hyper[:, None] @ upscaled.reshape(b, cu, hu * wu)).reshape(b, 1, hu, wu)
+    if torch.is_grad_enabled() or not _per_pixel(decoder.output_upscaling):
+        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w)[:, :, y0:y1, x0:x1])
+        _, cu, hu, wu = upscaled.shape
+        masks = (hyper[:, None] @ upscaled.reshape(b, cu, hu * wu)).reshape(b, 1, hu, wu)
+    else:
+        upscaled = upscale_channels_last(decoder.output_upscaling, src.reshape(b, h, w, c)[:, y0:y1, x0:x1])
+        _, hu, wu, cu = upscaled.shape
+        masks = (upscaled.reshape(b, hu * wu, cu) @ hyper[:, :, None]).reshape(b, 1, hu, wu)
     if window is not None:
         up = hu // (y1 - y0)
         full = masks.new_full((b, 1, h * up, w * up), BACKGROUND_LOGIT)
         full[:, :, y0 * up:y1 * up, x0 * up:x1 * up] = masks
         masks = full
     return masks, decoder.iou_prediction_head(hs[:, 0])[:, :1]
+
+
+def _per_pixel(upscaling: nn.Module) -> bool:
+    """SAM's output upscaling as it ships: 2x2 stride-2 transposed convolution, channel layer norm, activation,
+    2x2 stride-2 transposed convolution, activation (anything else runs as the module)."""
+    parts = list(upscaling) if isinstance(upscaling, nn.Sequential) else []
+    if len(parts) != 5 or not all(type(parts[i]) is nn.ConvTranspose2d for i in (0, 3)):
+        return False
+    plain = all(tuple(parts[i].kernel_size) == (2, 2) and tuple(parts[i].stride) == (2, 2) and parts[i].groups == 1
+                and tuple(parts[i].padding) == (0, 0) and tuple(parts[i].output_padding) == (0, 0)
+                and tuple(parts[i].dilation) == (1, 1) and parts[i].bias is not None for i in (0, 3))
+    return plain and type(parts[1]).__name__ == "LayerNorm2d"
+
+
+def _transposed_2x2(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """A 2x2 stride-2 transposed convolution on channels-last pixels (B x h x w x Cin -> B x 2h x 2w x Cout): each
+    input pixel makes its own 2 x 2 output pixels, so it is one matrix product and a shuffle."""
+    b, h, w, cin = x.shape
+    cout = conv.weight.shape[1]
+    # columns ordered (cout, row, column); the bias added in the product, before the shuffle copies
+    y = torch.addmm(conv.bias.repeat_interleave(4), x.reshape(b * h * w, cin), conv.weight.reshape(cin, cout * 4))
+    return y.reshape(b, h, w, cout, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, cout)
+
+
+def upscale_channels_last(upscaling: nn.Sequential, pixels: torch.Tensor) -> torch.Tensor:
+    """SAM's output upscaling on B x h x w x C tokens, channels-last throughout (B x 4h x 4w x C/8). On the CPU its
+    convolutions on channels-first maps spent most of their time reordering memory: the whole 256 x 256 frame (an
+    automatic pass) took 26-32 ms; see benchmarks/README for what it takes now."""
+    conv1, norm, act1, conv2, act2 = upscaling
+    x = _transposed_2x2(conv1, pixels)
+    x = act1(nn.functional.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+    return act2(_transposed_2x2(conv2, x))
 
 
 def grid_pe(prompt_encoder: nn.Module) -> torch.Tensor:
