@@ -5,10 +5,11 @@ Same weights and the same arithmetic as `MaskDecoder.predict_masks` (single-mask
   permutes them to a strided view, and every projection and addition on them then runs on strided memory), and
   at inference the transformer is `sam_transformer.two_way_transformer` (the image tokens never projected), and
 - the output upscaling (two 2x transposed convolutions, layer norm and GELU, all per pixel of its token) and the
-  hypernetwork product run only on the tokens near the prompts when a window is given; the rest of the frame is
-  certain background.
+  hypernetwork product run only on the tokens near the prompts when a window is given (the rest of the frame is
+  certain background), and at inference on channels-last pixels (`upscale_channels_last`).
 Measured on the 2-core Intel Xeon (2026-12-07, one box prompt): PyTorch fp32 64 -> 48 ms a pass channels-last
-(logits within 2e-5), 26 ms with the window; bf16 autocast 50 -> 37 -> 27 ms.
+(logits within 2e-5), 26 ms with the window; bf16 autocast 50 -> 37 -> 27 ms. With the transformer and upscaling
+of today: benchmarks/README, "The decoder without projecting the image tokens".
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _transposed_2x2(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
 def upscale_channels_last(upscaling: nn.Sequential, pixels: torch.Tensor) -> torch.Tensor:
     """SAM's output upscaling on B x h x w x C tokens, channels-last throughout (B x 4h x 4w x C/8). On the CPU its
     convolutions on channels-first maps spent most of their time reordering memory: the whole 256 x 256 frame (an
-    automatic pass) took 26-32 ms; see benchmarks/README for what it takes now."""
+    automatic pass) took 28-30 ms, 6 ms this way (2-core Intel Xeon, 2026-12-07)."""
     conv1, norm, act1, conv2, act2 = upscaling
     x = _transposed_2x2(conv1, pixels)
     x = act1(nn.functional.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
